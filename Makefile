@@ -1,0 +1,68 @@
+# claude-rl — every target installs what it needs into .venv first (idempotent).
+# Targets call the CLI or pytest; logic lives in Python.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# llama.cpp's default native build uses AMX kernels that some VMs refuse (SIGILL): build portable.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
+.PHONY: all demo test test-slow test-all lint fix bench-hooks install install-train install-export \
+        hooks-json clean
+
+all: test lint
+
+# --- environments ------------------------------------------------------------------------------
+$(VENV)/.core: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+# Training stack (later stages): torch pinned to the CPU wheel; see pyproject's [train] extra.
+$(VENV)/.train: $(VENV)/.core
+	$(PIP) install -q -e '.[dev,train]'
+	touch $@
+
+# GGUF runtime: llama-cpp-python compiled with portable CPU flags (~5 minutes on 2 cores).
+$(VENV)/.export: $(VENV)/.core
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-binary llama-cpp-python -e '.[dev,export]'
+	touch $@
+
+install: $(VENV)/.core
+install-train: $(VENV)/.train
+install-export: $(VENV)/.export
+
+# --- the two README commands ---------------------------------------------------------------------
+demo: $(VENV)/.core
+	$(PY) -m claude_rl capture --demo
+
+test: $(VENV)/.core
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-slow: $(VENV)/.core
+	$(PY) -m pytest -m "slow" -q
+
+test-all: $(VENV)/.core
+	$(PY) -m pytest -q
+
+# --- checks and benchmarks -----------------------------------------------------------------------
+lint: $(VENV)/.core
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+fix: $(VENV)/.core
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench-hooks: $(VENV)/.core
+	$(PY) bench/hook_latency.py
+
+# Regenerate settings.example.json and hooks/hooks.json from claude_rl/hook_settings.py.
+hooks-json: $(VENV)/.core
+	$(PY) -m claude_rl.hook_settings
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+from claude_rl.cli import main
+
+main()

@@ -1,0 +1,357 @@
+"""The ``claude-rl`` command line. Thin: each command calls one module and prints its result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from claude_rl import __version__, paths
+
+app = typer.Typer(
+    name="claude-rl",
+    help=(
+        "Capture Claude Code workflows through hooks into a local, redacted, append-only trace store, "
+        "and (in later stages) train a local model on them. Data lives under CLAUDE_RL_HOME "
+        "(`claude-rl home` prints where)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ScopeOpt = Annotated[
+    str,
+    typer.Option(
+        "--scope",
+        help="Which Claude Code settings file: user (~/.claude/settings.json), project "
+        "(.claude/settings.json) or local (.claude/settings.local.json, not committed).",
+    ),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the change as a diff; write nothing.")]
+SettingsOpt = Annotated[
+    Path | None, typer.Option("--settings", help="Edit this settings file instead of the one --scope names.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"claude-rl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def _settings_target(scope: str, settings: Path | None) -> Path:
+    from claude_rl.hook_settings import SettingsError, settings_path
+
+    if settings is not None:
+        return settings
+    try:
+        return settings_path(scope)
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command("install-hooks")
+def install_hooks(
+    scope: ScopeOpt = "user",
+    dry_run: DryRunOpt = False,
+    settings: SettingsOpt = None,
+    python: Annotated[str, typer.Option(help="Interpreter Claude Code runs the hooks with.")] = "python3",
+) -> None:
+    """Register the capture hooks in a Claude Code settings file (idempotent, keeps a backup)."""
+    from claude_rl.hook_settings import SettingsError, install
+
+    target = _settings_target(scope, settings)
+    try:
+        change = install(target, paths.CHECKOUT_DIR, dry_run=dry_run, python=python)
+    except SettingsError as exc:
+        err.print(f"[red]Refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if not change.changed:
+        console.print(f"claude-rl hooks are already registered in {target}; nothing to do.")
+    elif dry_run:
+        console.print(change.diff() or "(no textual change)", markup=False, highlight=False)
+        console.print(f"[yellow]Dry run:[/yellow] {target} was not changed.")
+    else:
+        console.print(f"[green]Registered[/green] the claude-rl hooks in {target}.")
+        if change.backup:
+            console.print(f"Previous file kept as {change.backup}.")
+        home, source = paths.home_and_source()
+        console.print(
+            f"Events will be stored under {home} ({source}). New Claude Code sessions pick this up."
+        )
+    if change.plugin_also_enabled:
+        err.print(
+            "[yellow]Note:[/yellow] the claude-rl plugin is also enabled in this file; each event would be "
+            "captured twice (status counts duplicates once). Use one of the two."
+        )
+
+
+@app.command("uninstall-hooks")
+def uninstall_hooks(
+    scope: ScopeOpt = "user", dry_run: DryRunOpt = False, settings: SettingsOpt = None
+) -> None:
+    """Remove exactly the claude-rl hooks from a Claude Code settings file (keeps a backup)."""
+    from claude_rl.hook_settings import SettingsError, uninstall
+
+    target = _settings_target(scope, settings)
+    try:
+        change = uninstall(target, dry_run=dry_run)
+    except SettingsError as exc:
+        err.print(f"[red]Refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if not change.changed:
+        console.print(f"No claude-rl hooks in {target}; nothing to do.")
+    elif dry_run:
+        console.print(change.diff(), markup=False, highlight=False)
+        console.print(f"[yellow]Dry run:[/yellow] {target} was not changed.")
+    else:
+        console.print(f"[green]Removed[/green] the claude-rl hooks from {target}.")
+        if change.backup:
+            console.print(f"Previous file kept as {change.backup}.")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Show what the trace store holds and how far it is from 50 / 500 / 1,000 traces."""
+    from claude_rl.status import summarize
+
+    summary = summarize()
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    _print_status(summary)
+
+
+def _bar(pct: float, width: int = 30) -> str:
+    filled = int(round(pct / 100 * width))
+    return "█" * filled + "░" * (width - filled)
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    state = "[green]on[/green]" if s["capture_enabled"] else "[red]off[/red]"
+    console.print(
+        Panel.fit(
+            f"store: {s['home']} ({s['home_source']})\ncapture: {state}\n"
+            f"sessions: {s['sessions']}   events: {s['records']}   tool calls: {s['tool_calls']}\n"
+            f"completed turns: {s['turns_completed']}   traces (turns with tools): {s['traces']}"
+            + (f"   failed turns: {s['turns_failed']}" if s["turns_failed"] else ""),
+            title="claude-rl status",
+        )
+    )
+    if s["events"]:
+        table = Table(title="events by type", min_width=40)
+        table.add_column("event")
+        table.add_column("count", justify="right")
+        for name, n in s["events"].items():
+            table.add_row(name, str(n))
+        tools = Table(title="tool calls by tool", min_width=40)
+        tools.add_column("tool")
+        tools.add_column("calls", justify="right")
+        for name, n in list(s["tool_calls_by_tool"].items())[:20]:
+            tools.add_row(name, str(n))
+        console.print(table)
+        console.print(tools)
+    progress = Table(title="progress toward training milestones", show_header=False, box=None)
+    for milestone, pct in s["progress"].items():
+        progress.add_row(f"{int(milestone):>5,} traces", _bar(pct), f"{pct:5.1f} %")
+    console.print(progress)
+    health = [
+        f"redactions: {sum(s['redactions'].values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in s['redactions'].items())})" if s["redactions"] else ""),
+        f"truncated fields: {s['truncated_fields']}",
+        f"malformed hook input: {sum(s['errors'].values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in s['errors'].items())})" if s["errors"] else ""),
+        f"write failures: {s['capture_failures']}",
+        f"damaged lines: {s['corrupt_lines'] + s['partial_trailing_lines']}",
+        f"transcript copies: {s['transcript_copies']}",
+    ]
+    if s["duplicate_records"]:
+        health.append(f"duplicate events ignored: {s['duplicate_records']}")
+    console.print("   ".join(health))
+    for step in s["next_steps"]:
+        console.print(f"[bold]next:[/bold] {step}")
+
+
+@app.command()
+def capture(
+    demo: Annotated[
+        bool,
+        typer.Option("--demo", help="Replay a recorded session through the real hook and show the records."),
+    ] = False,
+    on: Annotated[bool, typer.Option("--on", help="Turn capture back on.")] = False,
+    off: Annotated[
+        bool, typer.Option("--off", help="Turn capture off (the hooks stay installed, write nothing).")
+    ] = False,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="With --demo: keep the demo store here instead of a temp folder."),
+    ] = None,
+) -> None:
+    """Turn capture on or off, or show what capture records (--demo)."""
+    from claude_rl.capture import off_switch
+
+    if sum([demo, on, off]) != 1:
+        err.print("Choose one of --demo, --on, --off.")
+        raise typer.Exit(2)
+    home = paths.home()
+    if on or off:
+        switch = Path(off_switch(home))
+        if off:
+            switch.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            switch.touch()
+            console.print(f"Capture is [red]off[/red] for {home} (remove {switch} or run --on to resume).")
+        else:
+            switch.unlink(missing_ok=True)
+            console.print(f"Capture is [green]on[/green] for {home}.")
+            if os.environ.get("CLAUDE_RL_CAPTURE", "").strip().lower() in {"0", "off", "false", "no"}:
+                err.print(
+                    "[yellow]CLAUDE_RL_CAPTURE is set to off in this environment; it still wins.[/yellow]"
+                )
+        return
+    _demo(store)
+
+
+def _demo(store: Path | None) -> None:
+    from claude_rl.store import read_trace_file, trace_files
+
+    data = json.loads((paths.PACKAGE_DIR / "demo" / "transformer_session.json").read_text(encoding="utf-8"))
+    payloads = data["payloads"]
+    keep = store is not None
+    root = store or Path(tempfile.mkdtemp(prefix="claude-rl-demo-"))
+    hook = paths.CHECKOUT_DIR / "hooks" / "claude_rl_hook.py"
+    env = {**os.environ, paths.ENV_HOME: str(root)}
+    env.pop("CLAUDE_RL_CAPTURE", None)
+    console.print(
+        f"Replaying {len(payloads)} recorded hook events of the question "
+        f"[bold]“{payloads[1]['prompt']}”[/bold] through {hook.relative_to(paths.CHECKOUT_DIR)} …"
+    )
+    for payload in payloads:
+        proc = subprocess.run(
+            [sys.executable, "-S", str(hook), payload["hook_event_name"]],
+            input=json.dumps(payload).encode(),
+            capture_output=True,
+            env=env,
+            timeout=30,
+        )
+        if proc.returncode != 0 or proc.stdout:
+            err.print(f"[red]hook misbehaved on {payload['hook_event_name']}: rc={proc.returncode}[/red]")
+            raise typer.Exit(1)
+    files = trace_files(root)
+    table = Table(title=f"what capture recorded ({files[0]})", show_lines=False)
+    for col in ("#", "event", "tool", "input / result", "redacted"):
+        table.add_column(col, overflow="fold")
+    tf = read_trace_file(files[0])
+    for i, rec in enumerate(tf.records, 1):
+        p = rec.payload
+        detail = ""
+        if rec.event == "UserPromptSubmit":
+            detail = p.get("prompt", "")
+        elif rec.event == "PreToolUse":
+            detail = _short(json.dumps(p.get("tool_input"), ensure_ascii=False), 110)
+        elif rec.event == "PostToolUse":
+            detail = "→ " + _short(_result_text(p.get("tool_response")), 110)
+        elif rec.event == "Stop":
+            detail = "answer: " + _short(p.get("last_assistant_message", ""), 110)
+        elif rec.event in ("SessionStart", "SessionEnd"):
+            detail = str(p.get("source") or p.get("reason") or "")
+        redacted = ", ".join(f"{k}×{v}" for k, v in rec.redactions.items())
+        table.add_row(str(i), rec.event, rec.tool_name or "", detail, redacted)
+    console.print(table)
+    tools = [r.tool_name for r in tf.records if r.event == "PreToolUse"]
+    console.print(f"Tool sequence: [bold]{' → '.join(t or '?' for t in tools)}[/bold]")
+    redactions = [r for r in tf.records if r.redactions]
+    if redactions:
+        rec = redactions[0]
+        line = next(
+            (ln for ln in _result_text(rec.payload.get("tool_response")).splitlines() if "[REDACTED" in ln),
+            "",
+        )
+        console.print(f"Secrets never reach disk; the Grep result is stored as: [cyan]{line}[/cyan]")
+    console.print(
+        f"Stored {len(tf.records)} records in {root}"
+        + ("" if keep else " (a temporary folder; pass --store DIR to keep it)")
+    )
+
+
+def _result_text(resp: Any) -> str:
+    if isinstance(resp, dict):
+        for key in ("stdout", "content"):
+            if isinstance(resp.get(key), str):
+                return resp[key]
+        file = resp.get("file")
+        if isinstance(file, dict) and isinstance(file.get("content"), str):
+            return file["content"]
+    return json.dumps(resp, ensure_ascii=False) if not isinstance(resp, str) else resp
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@app.command()
+def home(
+    set_: Annotated[
+        Path | None,
+        typer.Option(
+            "--set",
+            help="Pin the data home to this folder for every claude-rl run of this user "
+            "(the plugin copy Claude Code runs from its cache included).",
+        ),
+    ] = None,
+    unset: Annotated[bool, typer.Option("--unset", help="Remove the pinned data home.")] = False,
+) -> None:
+    """Print where claude-rl keeps its data (and why), or pin it."""
+    pin = paths.pin_file()
+    if set_ is not None:
+        pin.parent.mkdir(parents=True, exist_ok=True)
+        pin.write_text(str(set_.expanduser().resolve()) + "\n", encoding="utf-8")
+        console.print(f"Pinned the data home to {set_.expanduser().resolve()} (in {pin}).")
+    elif unset:
+        pin.unlink(missing_ok=True)
+        console.print(f"Removed {pin}.")
+    where, source = paths.home_and_source()
+    sys.stdout.write(f"{where}\n")
+    if set_ is None and not unset:
+        err.print(
+            f"({source}: "
+            + {
+                "env": f"from {paths.ENV_HOME}",
+                "pinned": f"pinned in {pin}",
+                "checkout": "the checkout's data/ folder",
+                "user": "the per-user default",
+            }[source]
+            + ")"
+        )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
