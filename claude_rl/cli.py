@@ -88,15 +88,8 @@ def install_hooks(
     except SettingsError as exc:
         err.print(f"[red]Refused:[/red] {exc}")
         raise typer.Exit(1) from exc
-    if not change.changed:
-        console.print(f"claude-rl hooks are already registered in {target}; nothing to do.")
-    elif dry_run:
-        console.print(change.diff() or "(no textual change)", markup=False, highlight=False)
-        console.print(f"[yellow]Dry run:[/yellow] {target} was not changed.")
-    else:
-        console.print(f"[green]Registered[/green] the claude-rl hooks in {target}.")
-        if change.backup:
-            console.print(f"Previous file kept as {change.backup}.")
+    _report(change, dry_run, "are already registered in", "[green]Registered[/green] the claude-rl hooks in")
+    if change.changed and not dry_run:
         home, source = paths.home_and_source()
         console.print(
             f"Events will be stored under {home} ({source}). New Claude Code sessions pick this up."
@@ -121,13 +114,17 @@ def uninstall_hooks(
     except SettingsError as exc:
         err.print(f"[red]Refused:[/red] {exc}")
         raise typer.Exit(1) from exc
+    _report(change, dry_run, "are not in", "[green]Removed[/green] the claude-rl hooks from")
+
+
+def _report(change: Any, dry_run: bool, unchanged: str, done: str) -> None:
     if not change.changed:
-        console.print(f"No claude-rl hooks in {target}; nothing to do.")
+        console.print(f"claude-rl hooks {unchanged} {change.path}; nothing to do.")
     elif dry_run:
-        console.print(change.diff(), markup=False, highlight=False)
-        console.print(f"[yellow]Dry run:[/yellow] {target} was not changed.")
+        console.print(change.diff() or "(no textual change)", markup=False, highlight=False)
+        console.print(f"[yellow]Dry run:[/yellow] {change.path} was not changed.")
     else:
-        console.print(f"[green]Removed[/green] the claude-rl hooks from {target}.")
+        console.print(f"{done} {change.path}.")
         if change.backup:
             console.print(f"Previous file kept as {change.backup}.")
 
