@@ -8,8 +8,8 @@ PIP    := $(PY) -m pip
 # llama.cpp's default native build uses AMX kernels that some VMs refuse (SIGILL): build portable.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all demo test test-slow test-all lint fix bench-hooks install install-train install-export \
-        hooks-json clean
+.PHONY: all demo test test-slow test-all lint fix bench-hooks bench-import install install-train install-export \
+        hooks-json schema clean
 
 all: test lint
 
@@ -59,9 +59,16 @@ fix: $(VENV)/.core
 bench-hooks: $(VENV)/.core
 	$(PY) bench/hook_latency.py
 
-# Regenerate settings.example.json and hooks/hooks.json from claude_rl/hook_settings.py.
+bench-import: $(VENV)/.core
+	$(PY) bench/import_throughput.py
+
+# Regenerate settings.example.json and hooks/hooks.json from claude_rl/hook_settings.py, and the
+# JSON Schemas in docs/ from claude_rl/schema.py.
 hooks-json: $(VENV)/.core
 	$(PY) -m claude_rl.hook_settings
+
+schema: $(VENV)/.core
+	$(PY) -m claude_rl.schema
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -189,6 +190,26 @@ def _print_status(s: dict[str, Any]) -> None:
     if s["duplicate_records"]:
         health.append(f"duplicate events ignored: {s['duplicate_records']}")
     console.print("   ".join(health))
+    eps = s["episodes"]
+    if eps["total"]:
+        cats = Table(title=f"episodes: {eps['total']} ({eps['with_tools']} with tools)", min_width=40)
+        cats.add_column("category")
+        cats.add_column("episodes", justify="right")
+        for name, n in eps["by_category"].items():
+            cats.add_row(name, str(n))
+        console.print(cats)
+        console.print(
+            f"diversity: {eps['categories_covered']}/{len(eps['by_category'])} categories, evenness "
+            f"{eps['category_evenness']:.2f} (1 = even), "
+            f"{eps['distinct_tool_sequences']} distinct tool sequences, {eps['distinct_tools']} tools"
+        )
+        if eps["thin_categories"]:
+            console.print(
+                f"[bold]next:[/bold] few examples of: {', '.join(eps['thin_categories'])}; "
+                "ask Claude Code for such tasks too."
+            )
+    elif s["sessions"]:
+        console.print("[bold]next:[/bold] `claude-rl fold` builds episodes from what was captured.")
     for step in s["next_steps"]:
         console.print(f"[bold]next:[/bold] {step}")
 
@@ -207,13 +228,24 @@ def capture(
         Path | None,
         typer.Option("--store", help="With --demo: keep the demo store here instead of a temp folder."),
     ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            help="Enter a trace by hand (prompt, each tool call with its reason and result, final answer) "
+            "for a conversation that had no hooks.",
+        ),
+    ] = False,
 ) -> None:
-    """Turn capture on or off, or show what capture records (--demo)."""
+    """Turn capture on or off, enter a trace by hand, or show what capture records (--demo)."""
     from claude_rl.capture import off_switch
 
-    if sum([demo, on, off]) != 1:
-        err.print("Choose one of --demo, --on, --off.")
+    if sum([demo, on, off, interactive]) != 1:
+        err.print("Choose one of --demo, --interactive, --on, --off.")
         raise typer.Exit(2)
+    if interactive:
+        _interactive()
+        return
     home = paths.home()
     if on or off:
         switch = Path(off_switch(home))
@@ -230,6 +262,64 @@ def capture(
                 )
         return
     _demo(store)
+
+
+def _read_block(label: str) -> str:
+    """Multi-line text from the terminal, ended by a line holding only '.'."""
+    console.print(f"{label} [dim](end with a line holding only '.')[/dim]")
+    lines = []
+    while True:
+        line = typer.prompt("", default="", show_default=False, prompt_suffix="")
+        if line.strip() == ".":
+            return "\n".join(lines).strip()
+        lines.append(line)
+
+
+def _interactive() -> None:
+    from pydantic import ValidationError
+
+    from claude_rl.episodes.manual import ManualCall, ManualTrace, hint_for, write_manual_trace
+
+    console.print("[bold]Enter a trace by hand.[/bold] It is stored like captured hook events (redacted).")
+    prompt = typer.prompt("User prompt")
+    calls: list[ManualCall] = []
+    while True:
+        tool = typer.prompt(
+            f"Tool of call {len(calls) + 1} (empty when done)", default="", show_default=False
+        )
+        if not tool.strip():
+            break
+        reason = typer.prompt("  Stated reason (empty if Claude wrote none)", default="", show_default=False)
+        while True:
+            raw = typer.prompt(f"  Input as a JSON object, e.g. {hint_for(tool)}")
+            try:
+                tool_input = json.loads(raw)
+                if not isinstance(tool_input, dict):
+                    raise ValueError("not a JSON object")
+                break
+            except ValueError as exc:
+                err.print(f"  [red]Not a JSON object ({exc}); try again.[/red]")
+        result = _read_block("  Result")
+        is_error = typer.confirm("  Did the call fail?", default=False)
+        try:
+            calls.append(
+                ManualCall(
+                    tool=tool, reason=reason or None, input=tool_input, result=result, is_error=is_error
+                )
+            )
+        except ValidationError as exc:
+            err.print(f"  [red]{exc.errors()[0]['msg']}; this call was not added.[/red]")
+    answer = _read_block("Final answer")
+    try:
+        trace = ManualTrace(prompt=prompt, calls=calls, final_answer=answer)
+    except ValidationError as exc:
+        err.print(f"[red]Not saved: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    session_id = write_manual_trace(trace)
+    tools = " → ".join(c.tool for c in calls) or "no tools"
+    console.print(
+        f"[green]Saved[/green] session {session_id}: {tools}. Run `claude-rl fold` to build its episode."
+    )
 
 
 def _demo(store: Path | None) -> None:
@@ -308,6 +398,88 @@ def _result_text(resp: Any) -> str:
 def _short(text: str, n: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@app.command("fold")
+def fold_cmd(
+    force: Annotated[bool, typer.Option("--force", help="Fold every session, changed or not.")] = False,
+    session: Annotated[
+        list[str] | None, typer.Option("--session", help="Fold only this session (repeatable).")
+    ] = None,
+) -> None:
+    """Build episodes from the store (hook records + transcript copies), once."""
+    from claude_rl.episodes.fold import fold
+
+    result = fold(paths.home(), session or None, force=force)
+    _print_fold(result)
+    if result.errors:
+        raise typer.Exit(1)
+
+
+def _print_fold(result: Any) -> None:
+    console.print(
+        f"sessions: {result.sessions} (folded {result.folded}, unchanged {result.unchanged})   "
+        f"episodes: {result.episodes} ({result.new_episodes} new)   tool calls: {result.tool_calls}"
+    )
+    if result.skipped_lines:
+        shown = ", ".join(f"{k} {v}" for k, v in result.skipped_lines.most_common(8))
+        console.print(f"transcript lines skipped (not conversation): {shown}")
+    for sid, problem in result.errors.items():
+        err.print(f"[red]could not fold {sid}:[/red] {problem}")
+
+
+@app.command()
+def watch(
+    settle: Annotated[float, typer.Option(help="Seconds a session must be quiet before it is folded.")] = 2.0,
+) -> None:
+    """Follow the store and fold sessions as their turns end (Ctrl-C stops)."""
+    from claude_rl.episodes.watch import watch as run_watch
+
+    def report(sessions: list[str], result: Any) -> None:
+        label = ", ".join(s[:12] for s in sessions) if sessions else "catch-up"
+        console.print(f"[dim]{label}[/dim]  episodes {result.episodes} ({result.new_episodes} new)")
+
+    console.print(f"Watching {paths.home()} … (Ctrl-C to stop)")
+    run_watch(paths.home(), settle_s=settle, on_fold=report)
+    console.print("Stopped.")
+
+
+@app.command("import")
+def import_cmd(
+    sources: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Transcript files or folders (default: Claude Code's projects folder)."),
+    ] = None,
+) -> None:
+    """Backfill episodes from existing Claude Code transcripts (redacted, idempotent)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from claude_rl.episodes.importer import default_sources, discover, import_transcripts
+
+    chosen = sources or default_sources()
+    total = sum(1 + len(d.subagents) for d in discover(chosen, Counter()))
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        copying = progress.add_task("copying transcripts", total=total)
+        folding = progress.add_task("folding sessions", total=None)
+        result = import_transcripts(
+            chosen,
+            on_file=lambda _name: progress.advance(copying),
+            on_session=lambda _sid: progress.advance(folding),
+        )
+    console.print(
+        f"Imported from {', '.join(str(s) for s in chosen)}: {result.files} files, "
+        f"{result.sessions} sessions, {result.lines_copied} new transcript lines."
+    )
+    _print_fold(result.fold)
+    if result.skipped:
+        console.print("skipped: " + ", ".join(f"{k} ({v})" for k, v in result.skipped.most_common()))
 
 
 @app.command()

@@ -497,7 +497,7 @@ RULES: list[Rule] = [
 
 # Keys of JSON objects whose string value is a secret whatever it looks like (nested JSON in
 # tool inputs and MCP tool outputs: {"password": "hunter2"}).
-_SECRET_KEY_SUFFIXES = tuple(
+SECRET_KEY_SUFFIXES = tuple(
     "password passwd passphrase secret token apikey api_key api-key accesskey access_key privatekey"
     " private_key credential credentials client_secret".split()
 )
@@ -506,7 +506,7 @@ _NOT_SECRET_KEYS = frozenset({"max_token", "next_token_id", "csrf_token_name"})
 
 def secret_key(key: str) -> bool:
     k = key.lower()
-    return k.endswith(_SECRET_KEY_SUFFIXES) and k not in _NOT_SECRET_KEYS
+    return k.endswith(SECRET_KEY_SUFFIXES) and k not in _NOT_SECRET_KEYS
 
 
 def compile_user_rules(patterns: Iterable[Any]) -> tuple[list[Rule], list[str]]:

@@ -147,7 +147,9 @@ class Episode(BaseModel):
     session_id: str
     index: int = Field(description="Index of the prompt within the session")
     prompt: str
-    prompt_uuid: str | None = Field(default=None, description="Transcript uuid or hook prompt_id of the prompt")
+    prompt_uuid: str | None = Field(
+        default=None, description="Transcript uuid or hook prompt_id of the prompt"
+    )
     started_at: str | None = None
     ended_at: str | None = None
     steps: list[Step] = Field(default_factory=list)

@@ -7,8 +7,8 @@ registered twice, e.g. in settings and as a plugin) are counted once.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,7 @@ import orjson
 
 from claude_rl import paths
 from claude_rl.capture import capture_enabled, load_config
-from claude_rl.schema import TraceRecord
-from claude_rl.store import iter_trace_files
+from claude_rl.store import dedupe_records, iter_trace_files
 
 MILESTONES = (50, 500, 1000)
 TOOL_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")
@@ -39,35 +38,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-DUPLICATE_WINDOW_S = 2.0
-
-
-def _dedupe(records: list[TraceRecord]) -> list[TraceRecord]:
-    """Drop a record whose event and payload repeat one captured moments before in the session.
-
-    Two registrations of the hook (settings and plugin) fire together with byte-identical stdin;
-    two real events never carry the same payload within a couple of seconds.
-    """
-    last_seen: dict[tuple[str, bytes], float] = {}
-    out = []
-    for rec in records:
-        key = (rec.event, orjson.dumps(rec.payload, option=orjson.OPT_SORT_KEYS))
-        when = _epoch(rec.ts)
-        before = last_seen.get(key)
-        last_seen[key] = when
-        if before is not None and abs(when - before) <= DUPLICATE_WINDOW_S:
-            continue
-        out.append(rec)
-    return out
-
-
-def _epoch(ts: str) -> float:
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-
-
 def summarize(root: Path | None = None) -> dict[str, Any]:
     root = root or paths.home()
     home, source = (root, "given") if root != paths.home() else paths.home_and_source()
@@ -80,7 +50,7 @@ def summarize(root: Path | None = None) -> dict[str, Any]:
         sessions += 1
         corrupt += tf.corrupt_lines
         partial += int(tf.partial_trailing)
-        records = _dedupe(tf.records)
+        records = dedupe_records(tf.records)
         duplicates += len(tf.records) - len(records)
         records_total += len(records)
         call_ids: set[str] = set()
@@ -141,6 +111,46 @@ def summarize(root: Path | None = None) -> dict[str, Any]:
         "partial_trailing_lines": partial,
         "transcript_copies": transcript_files,
         "next_steps": next_steps(traces, sessions, capture_enabled(root, load_config(root)), len(failures)),
+        "episodes": episode_summary(root),
+    }
+
+
+def episode_summary(root: Path) -> dict[str, Any]:
+    """Folded episodes by category and status, and how diverse they are.
+
+    Diversity is what the seed asks of a corpus: many task kinds, not one workflow repeated. It is
+    reported as the categories covered, the normalized entropy of the category mix (1.0 = even),
+    and how many distinct tool sequences and tools the episodes use.
+    """
+    from claude_rl.episodes.behavior import CATEGORIES
+    from claude_rl.episodes.fold import read_episodes
+
+    episodes = read_episodes(root)
+    categories: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    sequences: set[tuple[str, ...]] = set()
+    tools: set[str] = set()
+    with_tools = 0
+    for ep in episodes:
+        categories[(ep.behavior or {}).get("category", "other")] += 1
+        statuses[ep.status] += 1
+        seq = tuple(ep.tool_sequence)
+        sequences.add(seq)
+        tools.update(seq)
+        with_tools += bool(seq)
+    total = sum(categories.values())
+    entropy = -sum((n / total) * math.log(n / total) for n in categories.values()) if total else 0.0
+    evenness = entropy / math.log(len(CATEGORIES)) if total else 0.0
+    return {
+        "total": total,
+        "with_tools": with_tools,
+        "by_category": {c: categories.get(c, 0) for c in CATEGORIES},
+        "by_status": dict(statuses.most_common()),
+        "categories_covered": sum(1 for c in CATEGORIES if categories.get(c)),
+        "category_evenness": round(evenness, 3),
+        "distinct_tool_sequences": len(sequences),
+        "distinct_tools": len(tools),
+        "thin_categories": [c for c in CATEGORIES if c != "other" and categories.get(c, 0) < 5],
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -83,3 +84,32 @@ def trace_files(root: Path | None = None) -> list[Path]:
 def iter_trace_files(root: Path | None = None) -> Iterator[TraceFile]:
     for path in trace_files(root):
         yield read_trace_file(path)
+
+
+DUPLICATE_WINDOW_S = 2.0
+
+
+def dedupe_records(records: list[TraceRecord]) -> list[TraceRecord]:
+    """Drop a record whose event and payload repeat one captured moments before in the session.
+
+    Two registrations of the hook (settings and plugin) fire together with byte-identical stdin;
+    two real events never carry the same payload within a couple of seconds.
+    """
+    last_seen: dict[tuple[str, bytes], float] = {}
+    out = []
+    for rec in records:
+        key = (rec.event, orjson.dumps(rec.payload, option=orjson.OPT_SORT_KEYS))
+        when = _epoch(rec.ts)
+        before = last_seen.get(key)
+        last_seen[key] = when
+        if before is not None and abs(when - before) <= DUPLICATE_WINDOW_S:
+            continue
+        out.append(rec)
+    return out
+
+
+def _epoch(ts: str) -> float:
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0

@@ -34,7 +34,7 @@ from claude_rl.capture import (
     sanitize_id,
     truncate,
 )
-from claude_rl.redact import Redactor, compile_user_rules
+from claude_rl.redact import SECRET_KEY_SUFFIXES, Redactor, compile_user_rules
 
 # Read at most this much per run, so one run stays short; the next run continues.
 MAX_BYTES_PER_RUN = 256 * 1024 * 1024
@@ -92,14 +92,39 @@ def copy_file(source: Path, dest: Path, redactor: Redactor, max_field_chars: int
 
 
 def redact_line(line: bytes, redactor: Redactor, max_field_chars: int) -> bytes:
+    """One transcript line, redacted exactly as the hooks redact a payload.
+
+    Fast path: the rules also match inside JSON-escaped text, so most lines are redacted as raw
+    text without a parse/serialize round trip. The slow path (parse, cut, redact every string,
+    serialize) is taken when a field may need cutting, when a JSON key looks secret (the hooks
+    redact such a field's value whatever it looks like), or when a replacement broke the JSON.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and len(text) <= max_field_chars and not _has_secret_key(text):
+        new = redactor.text(text, {})
+        if new is text:
+            return line.rstrip(b"\r\n") + b"\n"
+        try:
+            loads(new)
+            return new.encode("utf-8") + b"\n"
+        except (ValueError, RecursionError):
+            pass
     try:
         obj = loads(line)
     except (ValueError, RecursionError):
         # Keep the line's place in the copy, but never its unredacted bytes.
-        text = line.decode("utf-8", "replace")
-        return dumps_line({"type": "claude-rl-unparsed", "raw": redactor.text(text, {})})
+        raw = line.decode("utf-8", "replace")
+        return dumps_line({"type": "claude-rl-unparsed", "raw": redactor.text(raw, {})})
     obj = truncate(obj, max_field_chars, [])
     return dumps_line(redactor.value(obj, {}))
+
+
+def _has_secret_key(text: str) -> bool:
+    low = text.lower()
+    return any(suffix + '"' in low for suffix in SECRET_KEY_SUFFIXES)
 
 
 def _read_state(path: Path) -> dict[str, Any]:
