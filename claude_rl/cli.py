@@ -457,7 +457,7 @@ def import_cmd(
     from claude_rl.episodes.importer import default_sources, discover, import_transcripts
 
     chosen = sources or default_sources()
-    total = sum(1 + len(d.subagents) for d in discover(chosen, Counter()))
+    total = len(discover(chosen, Counter()))
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -466,7 +466,7 @@ def import_cmd(
         console=console,
         transient=True,
     ) as progress:
-        copying = progress.add_task("copying transcripts", total=total)
+        copying = progress.add_task("copying sessions (redacted)", total=total)
         folding = progress.add_task("folding sessions", total=None)
         result = import_transcripts(
             chosen,

@@ -442,3 +442,26 @@ def test_status_reports_episode_categories_and_diversity(data_home):
 def test_json_schemas_in_docs_are_current(name, schema):
     on_disk = json.loads((ROOT / "docs" / f"{name}.schema.json").read_text())
     assert on_disk == schema(), "run `make schema`"
+
+
+def test_parallel_import_matches_serial_import(tmp_path, monkeypatch):
+    from claude_rl.episodes import fold as fold_mod
+
+    projects = tmp_path / "projects" / "-p"
+    projects.mkdir(parents=True)
+    for path in sorted(TRANSCRIPTS.glob("*.jsonl"))[:6]:
+        if "__agent-" not in path.name:
+            shutil.copy(path, projects / path.name)
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    import_transcripts([tmp_path / "projects"], serial, workers=1)
+    monkeypatch.setattr(fold_mod, "PARALLEL_MIN_SESSIONS", 1)
+    result = import_transcripts([tmp_path / "projects"], parallel, workers=2)
+    assert result.fold.folded == result.sessions > 1
+
+    def comparable(home):  # provenance names the home's own transcript copy
+        return [ep.model_dump(exclude={"provenance": {"transcript_path"}}) for ep in read_episodes(home)]
+
+    assert comparable(parallel) == comparable(serial)
+    for copy in paths.transcripts_dir(serial).rglob("*.jsonl"):
+        twin = paths.transcripts_dir(parallel) / copy.relative_to(paths.transcripts_dir(serial))
+        assert twin.read_bytes() == copy.read_bytes()

@@ -531,3 +531,28 @@ def test_one_megabyte_of_ordinary_text(capsys):
     elapsed = time.perf_counter() - start
     assert out == big and counts == {}
     report(capsys, f"redact_text on {len(big) / 1e6:.1f} MB of ordinary text: {elapsed * 1000:.0f} ms")
+
+
+def test_automaton_prefilter_redacts_exactly_like_the_plain_scans():
+    """Bulk redaction (pyahocorasick) and the hooks' substring scans give identical output."""
+    pytest.importorskip("ahocorasick")
+    import random
+
+    from claude_rl import redact
+
+    plain = redact.Redactor()
+    plain._automata = False  # the hook path: no automaton
+    bulk = redact.Redactor()
+    rng = random.Random(7)
+    ordinary = [text for _label, text in ORDINARY]
+    filler = "\n".join(ordinary)
+    cases = [case.text for case in SECRETS] + ordinary
+    for text in cases:
+        at = rng.randrange(len(filler))
+        long_text = filler[:at] + "\n" + text + "\n" + filler[at:]
+        assert len(long_text) >= redact._AUTOMATON_MIN_CHARS
+        c1: dict[str, int] = {}
+        c2: dict[str, int] = {}
+        assert bulk.text(long_text, c2) == plain.text(long_text, c1)
+        assert c1 == c2
+    assert bulk._automata  # the automaton path really ran

@@ -274,45 +274,88 @@ def _save_state(root: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, folder / STATE_FILE)
 
 
+def _count_calls(steps: list[Step]) -> int:
+    return sum(1 + (_count_calls(s.call.subagent.steps) if s.call.subagent else 0) for s in steps)
+
+
+def _fold_one(root: Path, inputs: SessionInputs) -> tuple[str, int, int, Counter[str], str | None]:
+    """Build and write one session's episodes: (session, episodes, tool calls, skipped, error)."""
+    skipped: Counter[str] = Counter()
+    try:
+        episodes = build_session(inputs, skipped)
+        write_episodes(root, inputs.session_id, episodes)
+    except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
+        return inputs.session_id, 0, 0, skipped, f"{type(exc).__name__}: {exc}"
+    calls = sum(_count_calls(ep.steps) for ep in episodes)
+    return inputs.session_id, len(episodes), calls, skipped, None
+
+
+# Below this many sessions, starting worker processes costs more than it saves.
+PARALLEL_MIN_SESSIONS = 16
+
+
+def run_parallel(fn: Any, jobs: list[tuple[Any, ...]], workers: int | None) -> Iterable[Any]:
+    """``fn(*job)`` for each job, in worker processes when there are enough jobs and cores."""
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers <= 1 or len(jobs) < PARALLEL_MIN_SESSIONS:
+        for job in jobs:
+            yield fn(*job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: the CLI may run threads (progress bars, watchdog) that fork would copy mid-lock.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, *job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def fold(
     root: Path | None = None,
     sessions: Iterable[str] | None = None,
     *,
     force: bool = False,
     progress: Any = None,
+    workers: int | None = None,
 ) -> FoldResult:
-    """Fold every session whose inputs changed since the last fold (or those named)."""
+    """Fold every session whose inputs changed since the last fold (or those named).
+
+    Sessions are independent, so many are folded in parallel (``workers``, default: all cores).
+    """
     root = root or paths.home()
     known = session_inputs(root)
     wanted = list(sessions) if sessions is not None else list(known)
     state = _load_state(root)
     result = FoldResult()
-    for sid in wanted:
+    todo: list[tuple[Path, SessionInputs]] = []
+    signatures: dict[str, dict[str, list[int]]] = {}
+    for sid in dict.fromkeys(wanted):
         inputs = known.get(sid)
         if inputs is None:
             continue
         result.sessions += 1
-        signature = inputs.signature()
+        signatures[sid] = inputs.signature()
         previous = state.get(sid, {})
-        if not force and previous.get("inputs") == signature:
+        if not force and previous.get("inputs") == signatures[sid]:
             result.unchanged += 1
             result.episodes += int(previous.get("episodes", 0))
             result.tool_calls += int(previous.get("tool_calls", 0))
             if progress:
                 progress(sid)
             continue
-        try:
-            episodes = build_session(inputs, result.skipped_lines)
-        except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
-            result.errors[sid] = f"{type(exc).__name__}: {exc}"
-            continue
-        write_episodes(root, sid, episodes)
-        calls = sum(len(ep.steps) for ep in episodes)
-        result.folded += 1
-        result.episodes += len(episodes)
-        result.new_episodes += max(0, len(episodes) - int(previous.get("episodes", 0)))
-        result.tool_calls += calls
-        state[sid] = {"inputs": signature, "episodes": len(episodes), "tool_calls": calls}
+        todo.append((root, inputs))
+    for sid, n_episodes, calls, skipped, error in run_parallel(_fold_one, todo, workers):
+        result.skipped_lines.update(skipped)
+        if error is not None:
+            result.errors[sid] = error
+        else:
+            previous = state.get(sid, {})
+            result.folded += 1
+            result.episodes += n_episodes
+            result.new_episodes += max(0, n_episodes - int(previous.get("episodes", 0)))
+            result.tool_calls += calls
+            state[sid] = {"inputs": signatures[sid], "episodes": n_episodes, "tool_calls": calls}
         if progress:
             progress(sid)
     _save_state(root, state)

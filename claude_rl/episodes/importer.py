@@ -17,7 +17,7 @@ from pathlib import Path
 
 from claude_rl import paths
 from claude_rl.capture import capture_enabled, load_config, sanitize_id
-from claude_rl.episodes.fold import FoldResult, fold
+from claude_rl.episodes.fold import FoldResult, fold, run_parallel
 from claude_rl.redact import Redactor, compile_user_rules
 from claude_rl.transcript_copy import copy_file
 
@@ -110,41 +110,53 @@ def import_transcripts(
     *,
     on_file: Callable[[str], None] | None = None,
     on_session: Callable[[str], None] | None = None,
+    workers: int | None = None,
 ) -> ImportResult:
+    """Copy (redacted) and fold every session found under ``sources``; sessions run in parallel."""
     root = root or paths.home()
     result = ImportResult()
     cfg = load_config(root)
     if not capture_enabled(root, cfg):
         result.skipped["capture_off"] += 1
         return result
-    rules, _ = compile_user_rules(cfg["redact_patterns"])
-    redactor = Redactor(rules)
     found = discover(sources if sources is not None else default_sources(), result.skipped)
+    jobs = [(item, root) for item in found]
     touched: list[str] = []
-    transcripts = paths.transcripts_dir(root)
-    for item in found:
-        copied = 0
-        pairs = [(item.main, transcripts / f"{item.session_id}.jsonl")]
-        pairs += [
-            (sub, transcripts / item.session_id / "subagents" / f"{sanitize_id(sub.stem, 'agent')}.jsonl")
-            for sub in item.subagents
-        ]
-        for source, dest in pairs:
-            result.files += 1
-            try:
-                copied += copy_file(source, dest, redactor, cfg["max_field_chars"])
-            except OSError as exc:
-                result.skipped[f"unreadable: {type(exc).__name__}"] += 1
-            if on_file:
-                on_file(source.name)
+    for session_id, files, copied, problems, non_empty in run_parallel(_copy_session, jobs, workers):
+        result.files += files
         result.lines_copied += copied
-        if dest_exists(transcripts / f"{item.session_id}.jsonl"):
-            touched.append(item.session_id)
+        result.skipped.update(problems)
+        if non_empty:
+            touched.append(session_id)
         else:
             result.skipped["empty_transcript"] += 1
+        if on_file:
+            on_file(session_id)
     result.sessions = len(touched)
-    result.fold = fold(root, touched, progress=on_session)
+    result.fold = fold(root, touched, progress=on_session, workers=workers)
     return result
+
+
+def _copy_session(item: Discovered, root: Path) -> tuple[str, int, int, Counter[str], bool]:
+    """Copy one session's transcript and subagent files, redacted (runs in a worker process)."""
+    cfg = load_config(root)
+    rules, _ = compile_user_rules(cfg["redact_patterns"])
+    redactor = Redactor(rules)
+    transcripts = paths.transcripts_dir(root)
+    main = transcripts / f"{item.session_id}.jsonl"
+    pairs = [(item.main, main)]
+    pairs += [
+        (sub, transcripts / item.session_id / "subagents" / f"{sanitize_id(sub.stem, 'agent')}.jsonl")
+        for sub in item.subagents
+    ]
+    copied = 0
+    problems: Counter[str] = Counter()
+    for source, dest in pairs:
+        try:
+            copied += copy_file(source, dest, redactor, cfg["max_field_chars"])
+        except OSError as exc:
+            problems[f"unreadable: {type(exc).__name__}"] += 1
+    return item.session_id, len(pairs), copied, problems, dest_exists(main)
 
 
 def dest_exists(path: Path) -> bool:
