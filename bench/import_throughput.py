@@ -51,8 +51,11 @@ def tool_uses(path: Path) -> int:
     return len(ids)
 
 
-def layout(dest: Path, reps: int) -> int:
-    """Write ``reps`` copies of the corpus as Claude Code projects; return the tool_use count."""
+def plan() -> tuple[list[Path], dict[Path, list[Path]], int]:
+    """Main transcripts, their subagent files, and the tool_use count of one copy of the corpus.
+
+    Subagent files whose session is not in the corpus are left out (nothing to attach them to).
+    """
     files = sorted(FIXTURES.glob("*.jsonl"))
     mains = [f for f in files if "__agent-" not in f.name]
     agents = [f for f in files if "__agent-" in f.name]
@@ -63,6 +66,12 @@ def layout(dest: Path, reps: int) -> int:
         if owner is not None:
             children[owner].append(a)
     per_rep = sum(tool_uses(m) + sum(tool_uses(a) for a in children[m]) for m in mains)
+    return mains, children, per_rep
+
+
+def layout(dest: Path, reps: int) -> int:
+    """Write ``reps`` copies of the corpus as Claude Code projects; return the tool_use count."""
+    mains, children, per_rep = plan()
     for r in range(reps):
         project = dest / f"-bench-project-{r}"
         project.mkdir(parents=True)
@@ -94,8 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     if not FIXTURES.is_dir():
         raise SystemExit(f"fixtures not found at {FIXTURES}")
-    one = sum(tool_uses(f) for f in FIXTURES.glob("*.jsonl"))
-    reps = -(-args.min_calls // one)
+    reps = -(-args.min_calls // plan()[2])
     with tempfile.TemporaryDirectory() as tmp:
         src, home = Path(tmp) / "projects", Path(tmp) / "home"
         calls = layout(src, reps)
