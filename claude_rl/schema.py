@@ -92,7 +92,7 @@ class ToolCall(BaseModel):
         default=None, description="Calls sharing a group were issued in one assistant message (in parallel)"
     )
     timestamp: str | None = Field(default=None, description="When the call was issued")
-    source: Literal["hooks", "transcript", "both", "manual", "runtime"] = Field(
+    source: Literal["hooks", "transcript", "both", "manual", "samples", "runtime"] = Field(
         default="transcript", description="Where the call was seen"
     )
     subagent: SubEpisode | None = Field(default=None, description="Work done by a subagent this call started")
@@ -161,6 +161,9 @@ class Episode(BaseModel):
     after_compaction: bool = Field(default=False, description="The prompt came after a context compaction")
     provenance: Provenance
     behavior: dict[str, Any] | None = Field(default=None, description="Output of the behavior extractor")
+    meta: dict[str, Any] | None = Field(
+        default=None, description="Labels from the source, e.g. a sample's template, category and split"
+    )
 
     @property
     def tool_sequence(self) -> list[str]:

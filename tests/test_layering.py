@@ -13,7 +13,7 @@ HOOK_MODULES = ("paths", "redact", "capture", "transcript_copy")
 # Pipeline order; a module may import only from its own stage or earlier ones.
 STAGES = [
     {"paths", "redact", "capture", "transcript_copy"},
-    {"schema", "store", "hook_settings"},
+    {"schema", "store", "hook_settings", "tools"},
     {"episodes", "status"},
     {"cli", "__main__"},
 ]

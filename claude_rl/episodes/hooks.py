@@ -13,9 +13,13 @@ from typing import Any
 
 from claude_rl.schema import Episode, Provenance, Step, SubEpisode, ToolCall, TraceRecord, normalize_tool_name
 
-# The hand-entry path (episodes/manual.py) writes these payload fields.
+# Traces written by claude-rl itself (hand entry, the bundled samples) carry these payload fields:
+# the stated reason of a call (hooks never see Claude's text), where the trace came from, and
+# labels that go into Episode.meta.
 MANUAL_FLAG = "claude_rl_manual"
 REASON_FIELD = "claude_rl_reason"
+SOURCE_FIELD = "claude_rl_source"  # "manual" or "samples"
+META_FIELD = "claude_rl_meta"
 
 
 def tool_response_text(tool: str, response: Any) -> str | None:
@@ -160,10 +164,13 @@ def fold_hook_records(
                 ended_at=turn.ended_at,
                 steps=steps,
                 final_answer=turn.final,
+                meta=prompt_payload.get(META_FIELD)
+                if isinstance(prompt_payload.get(META_FIELD), dict)
+                else None,
                 status=turn.status,  # type: ignore[arg-type]
                 provenance=Provenance(
                     session_id=session_id,
-                    sources=["manual" if prompt_payload.get(MANUAL_FLAG) else "hooks"],
+                    sources=[_source_of(prompt_payload)],
                     trace_path=trace_path,
                     transcript_path=prompt_payload.get("transcript_path"),
                     model=model,
@@ -172,6 +179,13 @@ def fold_hook_records(
             )
         )
     return episodes
+
+
+def _source_of(payload: dict[str, Any]) -> str:
+    source = payload.get(SOURCE_FIELD)
+    if source in ("manual", "samples"):
+        return str(source)
+    return "manual" if payload.get(MANUAL_FLAG) else "hooks"
 
 
 def _apply_tool_event(rec: TraceRecord, turn: _Turn, sub: SubEpisode | None) -> None:
@@ -186,8 +200,8 @@ def _apply_tool_event(rec: TraceRecord, turn: _Turn, sub: SubEpisode | None) -> 
         target = {s.call.tool_use_id or f"anon-{i}": s.call for i, s in enumerate(sub.steps)}
         order = list(target)
     call = turn.call_for(rec, target, order)
-    if p.get(MANUAL_FLAG):
-        call.source = "manual"
+    if p.get(MANUAL_FLAG) or p.get(SOURCE_FIELD):
+        call.source = p.get(SOURCE_FIELD) if p.get(SOURCE_FIELD) in ("manual", "samples") else "manual"
         if isinstance(p.get(REASON_FIELD), str) and p[REASON_FIELD].strip() and sub is None:
             turn.reasons[order[-1] if rec.event == "PreToolUse" else ""] = p[REASON_FIELD].strip()
     if sub is None:
