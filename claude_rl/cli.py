@@ -473,6 +473,8 @@ def import_cmd(
             on_file=lambda _name: progress.advance(copying),
             on_session=lambda _sid: progress.advance(folding),
         )
+    if not result.files:
+        console.print(f"No Claude Code transcripts found under {', '.join(str(s) for s in chosen)}.")
     console.print(
         f"Imported from {', '.join(str(s) for s in chosen)}: {result.files} files, "
         f"{result.sessions} sessions, {result.lines_copied} new transcript lines."

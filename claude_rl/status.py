@@ -86,6 +86,9 @@ def summarize(root: Path | None = None) -> dict[str, Any]:
     failures = [
         f for f in _read_jsonl(paths.fallback_state_dir() / "failures.jsonl") if f.get("store") == str(root)
     ]
+    episodes = episode_summary(root)
+    # Imported sessions have episodes but no hook records: count their completed tool-using turns.
+    traces = max(traces, episodes["completed_with_tools"])
     transcripts = paths.transcripts_dir(root)
     transcript_files = len(list(transcripts.rglob("*.jsonl"))) if transcripts.is_dir() else 0
     return {
@@ -110,8 +113,10 @@ def summarize(root: Path | None = None) -> dict[str, Any]:
         "corrupt_lines": corrupt,
         "partial_trailing_lines": partial,
         "transcript_copies": transcript_files,
-        "next_steps": next_steps(traces, sessions, capture_enabled(root, load_config(root)), len(failures)),
-        "episodes": episode_summary(root),
+        "next_steps": next_steps(
+            traces, sessions + episodes["sessions"], capture_enabled(root, load_config(root)), len(failures)
+        ),
+        "episodes": episodes,
     }
 
 
@@ -130,8 +135,11 @@ def episode_summary(root: Path) -> dict[str, Any]:
     statuses: Counter[str] = Counter()
     sequences: set[tuple[str, ...]] = set()
     tools: set[str] = set()
-    with_tools = 0
+    with_tools = completed_with_tools = 0
+    sessions: set[str] = set()
     for ep in episodes:
+        sessions.add(ep.session_id)
+        completed_with_tools += bool(ep.steps) and ep.status == "completed"
         categories[(ep.behavior or {}).get("category", "other")] += 1
         statuses[ep.status] += 1
         seq = tuple(ep.tool_sequence)
@@ -144,6 +152,8 @@ def episode_summary(root: Path) -> dict[str, Any]:
     return {
         "total": total,
         "with_tools": with_tools,
+        "completed_with_tools": completed_with_tools,
+        "sessions": len(sessions),
         "by_category": {c: categories.get(c, 0) for c in CATEGORIES},
         "by_status": dict(statuses.most_common()),
         "categories_covered": sum(1 for c in CATEGORIES if categories.get(c)),
