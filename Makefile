@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # llama.cpp's default native build uses AMX kernels that some VMs refuse (SIGILL): build portable.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all demo test test-slow test-all lint fix bench-hooks bench-import install install-train install-export \
+.PHONY: all demo test test-slow test-all lint fix bench-hooks bench-import bench-sft install install-train install-export \
         hooks-json schema clean
 
 all: test lint
@@ -63,6 +63,12 @@ bench-hooks: $(VENV)/.core
 
 bench-import: $(VENV)/.core
 	$(PY) bench/import_throughput.py
+
+# LoRA SFT step throughput for the Llama-3.1-8B shape (random weights) on a GPU; on a machine
+# without CUDA it runs a tiny smoke configuration. bench/gpu/run_sft_bench.sh runs it on the
+# lent GPU machine with carried wheels (liger-kernel, bitsandbytes).
+bench-sft: $(VENV)/.train
+	$(PY) bench/sft_throughput.py
 
 # Regenerate settings.example.json and hooks/hooks.json from claude_rl/hook_settings.py, and the
 # JSON Schemas in docs/ from claude_rl/schema.py.

@@ -520,6 +520,97 @@ def home(
         )
 
 
+@app.command("build-dataset")
+def build_dataset_cmd(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="store (the episodes under the data home, folded first), samples (the bundled corpus) "
+            "or PATH (a folder of episode JSONL files, or a claude-rl home).",
+        ),
+    ] = "store",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: <home>/datasets/<name>).")
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="messages (TRL conversational tool calling) or plan (flat, for RL)."),
+    ] = "messages",
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Longest row in tokens; longer episodes are split or dropped.")
+    ] = 4096,
+    max_tool_tokens: Annotated[
+        int, typer.Option("--max-tool-tokens", help="Tool outputs are cut (head + tail) to this many tokens.")
+    ] = 384,
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", help="Target tokenizer: smollm2-135m, a local folder or a hub id.")
+    ] = "smollm2-135m",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/validation/test assignment.")] = 0,
+    category: Annotated[
+        list[str] | None, typer.Option("--category", help="Keep only this task category (repeatable).")
+    ] = None,
+    min_steps: Annotated[
+        int, typer.Option("--min-steps", help="Keep episodes with at least N tool calls.")
+    ] = 0,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Keep episodes started on or after DATE.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Keep episodes started on or before DATE.")
+    ] = None,
+    exclude_errors: Annotated[
+        bool, typer.Option("--exclude-errors", help="Drop episodes with a failed tool call.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Dataset name (default: <source>-<format>).")
+    ] = None,
+) -> None:
+    """Build a train/validation/test dataset from episodes (TRL tool-calling format, or plan)."""
+    from claude_rl.base_model import BaseModelMissing
+    from claude_rl.dataset import BuildOptions, DatasetError, build_dataset
+
+    opts = BuildOptions(
+        source=source,
+        out=out,
+        fmt=fmt,
+        max_tokens=max_tokens,
+        max_tool_tokens=max_tool_tokens,
+        tokenizer=tokenizer,
+        seed=seed,
+        categories=tuple(category or ()),
+        min_steps=min_steps,
+        since=since,
+        until=until,
+        exclude_errors=exclude_errors,
+        name=name,
+    )
+    try:
+        result = build_dataset(opts)
+    except (DatasetError, BaseModelMissing, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    m = result.manifest
+    c = m["counts"]
+    table = Table(title=f"{m['name']} ({m['format']}, {m['chat_format']} template)", min_width=50)
+    for col in ("split", "rows", "sessions", "tokens p50", "tokens max"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split, n in c["rows"].items():
+        stats = m["token_lengths"][split]
+        p50, top = str(stats.get("p50", "-")), str(stats.get("max", "-"))
+        table.add_row(split, str(n), str(c["sessions"][split]), p50, top)
+    console.print(table)
+    filtered = ", ".join(f"{k} {v}" for k, v in c["filtered_out"].items()) or "none"
+    over = c["over_length"]
+    console.print(
+        f"episodes: {c['episodes_read']} read, {c['episodes_kept']} kept; filtered out: {filtered}; "
+        f"near-duplicates: {c['near_duplicates']}; over {opts.max_tokens} tokens: {over['split_episodes']} "
+        f"split into {over['split_parts']} rows, {over['dropped']} dropped; "
+        f"tool outputs cut: {c['tool_outputs_truncated']}"
+    )
+    console.print(f"Wrote {result.out} (manifest.json lists counts, histograms and source hashes).")
+
+
 def main() -> None:
     app()
 

@@ -248,11 +248,16 @@ def test_hook_fold_pairs_failures_subagents_and_parallel_groups():
     assert ep.tool_sequence == ["Read", "Read", "Bash", "Agent"]
     r1, r2, b1, g1 = (s.call for s in ep.steps)
     assert r1.parallel_group == r2.parallel_group != b1.parallel_group
-    assert (r1.output, r2.output, r2.duration_ms) == ("A", "B", 3.0)
+    assert (r1.output, r2.output, r2.duration_ms) == (
+        "     1\tA",
+        "     1\tB",
+        3.0,
+    )  # as Claude Code shows it
     assert b1.is_error and b1.status == "error" and b1.output == "Exit code 1"
     assert g1.raw_name == "Task" and g1.subagent is not None
     assert g1.subagent.agent_type == "Explore" and g1.subagent.final_answer == "found f.py"
-    assert [s.call.name for s in g1.subagent.steps] == ["Grep"] and g1.subagent.steps[0].call.output == "f.py"
+    assert [s.call.name for s in g1.subagent.steps] == ["Grep"]
+    assert g1.subagent.steps[0].call.output.splitlines()[-1] == "f.py"
     assert ep.final_answer == "A differs from B" and ep.status == "completed"
 
 

@@ -13,8 +13,9 @@ HOOK_MODULES = ("paths", "redact", "capture", "transcript_copy")
 # Pipeline order; a module may import only from its own stage or earlier ones.
 STAGES = [
     {"paths", "redact", "capture", "transcript_copy"},
-    {"schema", "store", "hook_settings", "tools"},
-    {"episodes", "status"},
+    {"schema", "store", "hook_settings", "tools", "chat_format", "base_model"},
+    {"episodes", "status", "samples"},
+    {"dataset"},
     {"cli", "__main__"},
 ]
 

@@ -1010,7 +1010,7 @@ def _object_at(text: str, pos: int) -> tuple[str | None, int]:
             break
         words.append(word)
         consumed = match.end()
-    obj = " ".join(words).strip("`\"'“”‘’.*")
+    obj = " ".join(" ".join(words).strip("`\"'“”‘’.*").split())  # "** **" leaves no object
     return (obj or None), pos + consumed
 
 
@@ -1068,7 +1068,12 @@ def _scan_constraints(text: str, assistant: bool = False) -> list[Found]:
             found.append(_constraint("avoid", text, m.start(), m.end(), f"git {m.group(1).lower()}"))
     for m in _matches(_P_WITHOUT, text, low, ("without",)):
         obj, end = _object_at(text, m.end())
-        if obj is None or obj.lower() in _GENERIC_OBJECTS or obj.split()[0].lower() in _CHANGE_WORDS:
+        if (
+            not obj
+            or not obj.split()
+            or obj.lower() in _GENERIC_OBJECTS
+            or obj.split()[0].lower() in _CHANGE_WORDS
+        ):
             continue
         found.append(_constraint("avoid", text, m.start(), end, obj))
     for m in _matches(_P_USE, text, low, ("use", "using", "prefer", "via")):
@@ -1081,7 +1086,7 @@ def _scan_constraints(text: str, assistant: bool = False) -> list[Found]:
         ):
             continue
         obj, end = _object_at(text, m.end())
-        if obj is None or obj.split()[0].lower().strip("`\"'") in _USE_REJECT_OBJECT_START:
+        if not obj or not obj.split() or obj.split()[0].lower().strip("`\"'") in _USE_REJECT_OBJECT_START:
             continue
         found.append(_constraint("use", text, m.start(), end, obj))
     for pattern in _P_WITH:

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from claude_rl.schema import Episode, Provenance, Step, SubEpisode, ToolCall, TraceRecord, normalize_tool_name
+from claude_rl.tools.runtime import model_text
 
 # Traces written by claude-rl itself (hand entry, the bundled samples) carry these payload fields:
 # the stated reason of a call (hooks never see Claude's text), where the trace came from, and
@@ -22,10 +23,28 @@ SOURCE_FIELD = "claude_rl_source"  # "manual" or "samples"
 META_FIELD = "claude_rl_meta"
 
 
+# Tools whose structured result the local runtime renders exactly as Claude Code shows it.
+_RUNTIME_TOOLS = frozenset({"Read", "Grep", "Glob", "Bash", "Edit", "Write"})
+
+
 def tool_response_text(tool: str, response: Any) -> str | None:
-    """The part of a structured ``tool_response`` the model reads, as text."""
+    """The part of a structured ``tool_response`` the model reads, as text.
+
+    For the core tools this is the runtime's rendering (numbered Read lines, "Found N files", …),
+    so episodes from hooks, from transcripts and from the local agent show the model the same text.
+    """
     if response is None:
         return None
+    if tool in _RUNTIME_TOOLS and isinstance(response, dict):
+        file = response.get("file")
+        if tool == "Read" and isinstance(file, dict) and "totalLines" not in file:
+            content = str(file.get("content") or "")
+            response = {**response, "file": {**file, "totalLines": content.count("\n") + 1 if content else 0}}
+        if tool == "Grep" and "mode" not in response:  # older results: the default mode is implied
+            mode = "content" if isinstance(response.get("content"), str) else "files_with_matches"
+            response = {**response, "mode": mode}
+        if tool != "Bash" or "stdout" in response:
+            return model_text(tool, response)
     if isinstance(response, str):
         return response
     if isinstance(response, list):  # MCP content blocks

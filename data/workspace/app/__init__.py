@@ -1,0 +1,1 @@
+"""Command center application: reads db/command_center.db and config/*.ini."""
