@@ -16,6 +16,7 @@ STAGES = [
     {"schema", "store", "hook_settings", "tools", "chat_format", "base_model"},
     {"episodes", "status", "samples"},
     {"dataset"},
+    {"train"},
     {"cli", "__main__"},
 ]
 
