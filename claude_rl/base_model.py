@@ -93,3 +93,50 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL, home: Path | str | None = 
         return apply_to_tokenizer(tok, "chatml")
     tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
     return apply_to_tokenizer(tok, format_for(tok))
+
+
+_MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def _has_model(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in _MODEL_FILES)
+
+
+def materialize(name: str = DEFAULT_MODEL, home: Path | str | None = None) -> Path | str:
+    """A plain safetensors folder for ``name`` that the Trainer accepts; built once for the default.
+
+    A model loaded from GGUF is flagged quantized and the Trainer refuses to train it
+    (``../shared/docs/trl-notes.md``), so the default is dequantized once, rebuilt as a plain
+    ``LlamaForCausalLM`` without a ``quantization_config``, and saved with the tokenizer (the
+    project's chat template applied) into ``base_dir(name)``. Files are written into a temporary
+    folder and moved in with ``model.safetensors`` last: its presence marks the folder complete.
+    Any other name (a local folder or a hub id) is returned unchanged.
+    """
+    if name != DEFAULT_MODEL:
+        return name
+    target = base_dir(name, home)
+    if _has_model(target):
+        return target
+
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    gguf = default_gguf()
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    model.tie_weights()
+    tokenizer = load_tokenizer(name, home)  # also caches the tokenizer folder on first use
+
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=target))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        for item in sorted(tmp.iterdir(), key=lambda p: p.name == "model.safetensors"):
+            os.replace(item, target / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
