@@ -8,8 +8,8 @@ PIP    := $(PY) -m pip
 # llama.cpp's default native build uses AMX kernels that some VMs refuse (SIGILL): build portable.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all demo test test-slow test-all lint fix bench-hooks bench-import bench-sft install install-train install-export \
-        hooks-json schema clean
+.PHONY: all demo train test test-slow test-all lint fix bench-hooks bench-import bench-sft install install-train \
+        install-export hooks-json schema clean
 
 all: test lint
 
@@ -39,6 +39,11 @@ install-export: $(VENV)/.export
 # --- the two README commands ---------------------------------------------------------------------
 demo: $(VENV)/.core
 	$(PY) -m claude_rl capture --demo
+
+# LoRA SFT with configs/sft-cpu-default.yaml (~15 minutes on 2 CPU cores) into data/models/<name>/,
+# then base vs trained first-tool accuracy on the test split.
+train: $(VENV)/.train
+	$(PY) -m claude_rl train --phase sft
 
 test: $(VENV)/.train
 	$(PY) -m pytest -m "not slow and not gpu" -q

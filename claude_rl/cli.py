@@ -611,6 +611,75 @@ def build_dataset_cmd(
     console.print(f"Wrote {result.out} (manifest.json lists counts, histograms and source hashes).")
 
 
+@app.command("train")
+def train(
+    phase: Annotated[
+        str, typer.Option("--phase", help="Training phase: sft (ppo and grpo are not built yet).")
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Run config YAML (default: configs/sft-cpu-default.yaml).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. max_steps=4 lora.r=8.")
+    ] = None,
+    eval_first_tool: Annotated[
+        bool,
+        typer.Option(
+            "--eval-first-tool/--no-eval-first-tool",
+            help="After training, compare base vs trained first-tool accuracy on the test split.",
+        ),
+    ] = True,
+) -> None:
+    """Train a model on a built dataset; prints the run folder and its metrics."""
+    if phase in ("ppo", "grpo"):
+        err.print(f"[red]--phase {phase} is not built yet: only --phase sft trains for now.[/red]")
+        raise typer.Exit(2)
+    if phase != "sft":
+        err.print(f"[red]--phase {phase}: expected sft (ppo and grpo are not built yet).[/red]")
+        raise typer.Exit(2)
+    from claude_rl.base_model import BaseModelMissing
+    from claude_rl.train.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, tuple(overrides or ()))
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    from claude_rl.dataset import DatasetError
+    from claude_rl.train.sft import TrainError
+    from claude_rl.train.sft import main as run_sft
+
+    try:
+        folder = run_sft(cfg)
+    except (TrainError, DatasetError, BaseModelMissing) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    m = manifest["metrics"]
+    console.print(f"Wrote {folder}")
+    evals = ", ".join(f"step {e['step']}: {e['eval_loss']:.4f}" for e in m["eval_loss"]) or "none"
+    first, last = ("-" if v is None else f"{v:.4f}" for v in (m["train_loss_first"], m["train_loss_last"]))
+    console.print(
+        f"train loss {first} -> {last}"
+        f" over {m['steps']} steps; validation loss {evals}; {m['runtime_s']} s, "
+        f"{m['tokens_seen']} tokens ({m['tokens_per_s']} tokens/s); loss plot: {manifest['loss_plot']}"
+    )
+    if eval_first_tool:
+        from claude_rl.train.first_tool import evaluate_folder, read_rows
+
+        rows = read_rows(manifest["dataset"]["folder"], "test")
+        if not rows:
+            console.print("first-tool accuracy: skipped (the dataset has no test split)")
+            return
+        for label, model_folder in (("base", manifest["base_model_folder"]), ("trained", folder / "merged")):
+            r = evaluate_folder(model_folder, rows)
+            acc = "-" if r["first_tool_accuracy"] is None else f"{r['first_tool_accuracy']:.2f}"
+            valid = "-" if r["valid_call_rate"] is None else f"{r['valid_call_rate']:.2f}"
+            console.print(
+                f"first-tool accuracy ({label}): {acc} on {r['rows']} test rows; valid calls {valid}"
+            )
+
+
 def main() -> None:
     app()
 
