@@ -91,10 +91,11 @@ def summarize(root: Path | None = None) -> dict[str, Any]:
     traces = max(traces, episodes["completed_with_tools"])
     transcripts = paths.transcripts_dir(root)
     transcript_files = len(list(transcripts.rglob("*.jsonl"))) if transcripts.is_dir() else 0
+    enabled = capture_enabled(root, load_config(root))
     return {
         "home": str(home),
         "home_source": source,
-        "capture_enabled": capture_enabled(root, load_config(root)),
+        "capture_enabled": enabled,
         "sessions": sessions,
         "records": records_total,
         "duplicate_records": duplicates,
@@ -113,9 +114,7 @@ def summarize(root: Path | None = None) -> dict[str, Any]:
         "corrupt_lines": corrupt,
         "partial_trailing_lines": partial,
         "transcript_copies": transcript_files,
-        "next_steps": next_steps(
-            traces, sessions + episodes["sessions"], capture_enabled(root, load_config(root)), len(failures)
-        ),
+        "next_steps": next_steps(traces, sessions + episodes["sessions"], enabled, len(failures)),
         "episodes": episodes,
     }
 

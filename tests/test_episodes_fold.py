@@ -126,9 +126,8 @@ def test_merge_prefers_hook_results_and_fills_gaps_from_both_sides():
         status="completed",
     )
     [merged] = reconcile([transcript], [hooks])
-    assert [s.call.tool_use_id for s in merged.steps] == ["t1", "t3", "t2"] or [
-        s.call.tool_use_id for s in merged.steps
-    ] == ["t1", "t2", "t3"]
+    # t3 followed t1 in the hook stream, so it goes right after t1
+    assert [s.call.tool_use_id for s in merged.steps] == ["t1", "t3", "t2"]
     by_id = {s.call.tool_use_id: s for s in merged.steps}
     assert by_id["t1"].call.output == "from hook" and by_id["t1"].call.duration_ms == 12.0
     assert by_id["t1"].call.source == "both" and by_id["t1"].reason == "Read the schema first"
