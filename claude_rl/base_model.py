@@ -65,18 +65,22 @@ def _gguf_tokenizer() -> Any:
     return tok
 
 
-def _cache_default_tokenizer(target: Path) -> None:
-    """Save the GGUF's tokenizer (with SmolLM2's shipped chat template) into ``target``."""
-    tok = _gguf_tokenizer()
+def _save_tokenizer(tok: Any, target: Path) -> None:
+    """Save ``tok`` into ``target`` through a temporary folder, tokenizer.json last: its presence is
+    what marks the cache complete."""
     target.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=target))
     try:
         tok.save_pretrained(str(tmp))
-        # tokenizer.json last: its presence is what marks the cache complete.
         for item in sorted(tmp.iterdir(), key=lambda p: p.name == "tokenizer.json"):
             os.replace(item, target / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cache_default_tokenizer(target: Path) -> None:
+    """Save the GGUF's tokenizer (with SmolLM2's shipped chat template) into ``target``."""
+    _save_tokenizer(_gguf_tokenizer(), target)
 
 
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL, home: Path | str | None = None) -> Any:
@@ -116,6 +120,7 @@ def materialize(name: str = DEFAULT_MODEL, home: Path | str | None = None) -> Pa
         return name
     target = base_dir(name, home)
     if _has_model(target):
+        _refresh_chat_template(target, name, home)
         return target
 
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
@@ -140,3 +145,15 @@ def materialize(name: str = DEFAULT_MODEL, home: Path | str | None = None) -> Pa
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _refresh_chat_template(target: Path, name: str, home: Path | str | None) -> None:
+    """Re-save the tokenizer files of a materialized folder whose chat template is not the project's
+    current one (a folder made before ``chat_format`` changed): the export and the evaluation of
+    the base model read the template from this folder."""
+    from claude_rl.chat_format import FORMATS
+
+    saved = target / "chat_template.jinja"
+    if saved.is_file() and saved.read_text(encoding="utf-8") == FORMATS["chatml"].template:
+        return
+    _save_tokenizer(load_tokenizer(name, home), target)

@@ -4,7 +4,8 @@ Training (SFT and GRPO), the GGUF export and the local runtime all render throug
 here, so a tool call looks the same everywhere. Two formats:
 
 - ``chatml`` (the default model, SmolLM2): ``<|im_start|>role\\n...<|im_end|>\\n``. The system turn
-  lists the tools, one JSON object per line inside ``<tools>``; an assistant turn is its text, then
+  lists the tools inside ``<tools>``, one compact signature line each
+  (``Grep(pattern: string, path?: string, ...): description``); an assistant turn is its text, then
   each call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``; every tool result
   gets its own ``<|im_start|>tool`` turn. SmolLM2's shipped template drops tools and tool calls
   without a word, which is why the project owns its template.
@@ -43,17 +44,17 @@ DEFAULT_SYSTEM_PROMPT = (
     "have what you need, answer the user directly."
 )
 
+# No placeholder example call here: a small model copies ``{"name": <tool name>, ...}`` verbatim
+# (measured: an early SFT run of the default model wrote exactly that instead of a call).
 _CHATML_TOOLS_INTRO = (
-    "\n\n# Tools\n\nYou can call these tools. For each call, write a JSON object with the tool's name "
-    "and arguments inside <tool_call></tool_call> tags:\n<tool_call>\n"
-    '{"name": <tool name>, "arguments": <arguments as a JSON object>}\n</tool_call>\n'
-    "Each result comes back in a tool turn.\n\n<tools>"
+    '\n\n# Tools\n\nTo call a tool, write a JSON object with its "name" and its "arguments" (an '
+    "object) between <tool_call> and </tool_call> tags. Each result comes back in a tool turn. "
+    "The tools (arguments marked ? are optional):\n<tools>"
 )
 _LLAMA3_TOOLS_INTRO = (
-    "\n\nYou have access to the following functions. To call a function, please respond with JSON for "
-    'a function call. Respond in the format {"name": function name, "parameters": dictionary of '
-    "argument name and its value}. Do not use variables. For several calls, write one JSON object per "
-    "line.\n\n"
+    "\n\nYou have access to the following functions (arguments marked ? are optional). To call a "
+    'function, respond with JSON: {"name": function name, "parameters": dictionary of argument name '
+    "and its value}. Do not use variables. For several calls, write one JSON object per line.\n\n"
 )
 
 
@@ -73,12 +74,34 @@ _PREAMBLE = r"""
   {%- set system_message = @SYSTEM@ -%}
   {%- set loop_messages = messages -%}
 {%- endif -%}
-{#- One tool as the model sees it: the same three fields whether it came as {"type": "function",
-    "function": {...}} (datasets), as a bare function schema, or from a Python function (TRL, via
-    transformers' get_json_schema, which adds a "return" entry that is left out here). -#}
-{%- macro tool_json(tool) -%}
+{#- One tool as the model sees it, as a compact signature line:
+    Name(required: type, optional?: type, mode?: "a"|"b"): description.
+    Only names, types, enums and required-ness: a JSON schema with per-argument descriptions costs
+    ~4x the tokens (Grep alone ~340) and the rows are mostly system prompt then. The same line
+    whether the tool came as {"type": "function", "function": {...}} (datasets), as a bare function
+    schema, or from a Python function (TRL, via transformers' get_json_schema, whose docstring
+    descriptions and "return" entry are left out here). -#}
+{%- macro arg_type(spec) -%}
+  {%- if spec.enum is defined and spec.enum -%}
+    {%- for value in spec.enum -%}
+      {%- if not loop.first -%}{{- '|' }}{%- endif -%}{{- value | tojson }}
+    {%- endfor -%}
+  {%- elif spec.type is defined and spec.type is string -%}{{- spec.type }}
+  {%- elif spec.type is defined and spec.type -%}{{- spec.type | join('|') }}
+  {%- else -%}{{- 'any' }}
+  {%- endif -%}
+{%- endmacro -%}
+{%- macro tool_line(tool) -%}
   {%- set fn = tool.function if tool.function is defined else tool -%}
-  {{- {'name': fn.name, 'description': fn.description or '', 'parameters': fn.parameters or {}} | tojson }}
+  {%- set params = fn.parameters or {} -%}
+  {%- set required = params.required or [] -%}
+  {{- fn.name + '(' }}
+  {%- for key, spec in (params.properties or {}).items() -%}
+    {%- if not loop.first -%}{{- ', ' }}{%- endif -%}
+    {{- key + ('' if key in required else '?') + ': ' + arg_type(spec) }}
+  {%- endfor -%}
+  {{- ')' }}
+  {%- if fn.description -%}{{- ': ' + fn.description }}{%- endif -%}
 {%- endmacro -%}
 {%- macro call_json(call, key) -%}
   {%- set fn = call.function if call.function is defined else call -%}
@@ -108,7 +131,7 @@ CHATML_TEMPLATE = (
 {{- '<|im_start|>system\n' + system_message }}
 {%- if tools -%}
   {{- @TOOLS_INTRO@ }}
-  {%- for tool in tools -%}{{- '\n' + tool_json(tool) }}{%- endfor -%}
+  {%- for tool in tools -%}{{- '\n' + tool_line(tool) }}{%- endfor -%}
   {{- '\n</tools>' }}
 {%- endif -%}
 {{- '<|im_end|>\n' }}
@@ -152,8 +175,8 @@ LLAMA3_TEMPLATE = (
 {%- if tools -%}
   {{- @TOOLS_INTRO@ }}
   {%- for tool in tools -%}
-    {%- if not loop.first -%}{{- '\n\n' }}{%- endif -%}
-    {{- tool_json(tool) }}
+    {%- if not loop.first -%}{{- '\n' }}{%- endif -%}
+    {{- tool_line(tool) }}
   {%- endfor -%}
 {%- endif -%}
 {{- '<|eot_id|>' }}

@@ -614,10 +614,22 @@ def build_dataset_cmd(
 @app.command("train")
 def train(
     phase: Annotated[
-        str, typer.Option("--phase", help="Training phase: sft (ppo and grpo are not built yet).")
+        str,
+        typer.Option(
+            "--phase",
+            help="sft: behavioral cloning (LoRA, TRL SFTTrainer). ppo (alias grpo): the RL phase on the "
+            "latest SFT model. TRL 1.x has no PPOTrainer: this is PPO's clipped-surrogate objective in "
+            "TRL's GRPOTrainer, with group-relative advantages instead of a learned critic, "
+            "num_iterations >= 2 so the ratio clipping (epsilon) is active, and a KL term to the SFT policy.",
+        ),
     ],
     config: Annotated[
-        Path | None, typer.Option("--config", help="Run config YAML (default: configs/sft-cpu-default.yaml).")
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Run config YAML (default: configs/sft-cpu-default.yaml, or configs/grpo-cpu-default.yaml "
+            "for --phase ppo).",
+        ),
     ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. max_steps=4 lora.r=8.")
@@ -631,22 +643,22 @@ def train(
     ] = True,
 ) -> None:
     """Train a model on a built dataset; prints the run folder and its metrics."""
-    if phase in ("ppo", "grpo"):
-        err.print(f"[red]--phase {phase} is not built yet: only --phase sft trains for now.[/red]")
-        raise typer.Exit(2)
-    if phase != "sft":
-        err.print(f"[red]--phase {phase}: expected sft (ppo and grpo are not built yet).[/red]")
+    if phase not in ("sft", "ppo", "grpo"):
+        err.print(f"[red]--phase {phase}: expected sft or ppo (alias grpo).[/red]")
         raise typer.Exit(2)
     from claude_rl.base_model import BaseModelMissing
+    from claude_rl.dataset import DatasetError
     from claude_rl.train.config import ConfigError, load_config
+    from claude_rl.train.sft import TrainError
 
+    if phase in ("ppo", "grpo"):
+        _train_ppo(config, overrides)
+        return
     try:
         cfg = load_config(config, tuple(overrides or ()))
     except ConfigError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    from claude_rl.dataset import DatasetError
-    from claude_rl.train.sft import TrainError
     from claude_rl.train.sft import main as run_sft
 
     try:
@@ -678,6 +690,165 @@ def train(
             console.print(
                 f"first-tool accuracy ({label}): {acc} on {r['rows']} test rows; valid calls {valid}"
             )
+
+
+def _train_ppo(config: Path | None, overrides: list[str] | None) -> None:
+    from claude_rl.train.config import ConfigError
+    from claude_rl.train.grpo_config import load_grpo_config
+    from claude_rl.train.sft import TrainError
+
+    try:
+        cfg = load_grpo_config(config, tuple(overrides or ()))
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    from claude_rl.train.grpo import main as run_grpo
+
+    try:
+        folder = run_grpo(cfg)
+    except TrainError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    m = manifest["metrics"]
+
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    console.print(f"Wrote {folder}")
+    console.print(
+        f"behavioral reward {num(m.get('reward_first'))} -> {num(m.get('reward_last'))} over "
+        f"{m.get('steps')} steps ({m.get('runtime_s')} s, {m.get('seconds_per_step')} s/step); "
+        f"{m.get('zero_spread_groups')} of {m.get('groups')} groups had zero reward spread"
+        + ("; stopped by the time budget" if m.get("stopped_by_time_budget") else "")
+        + f"; reward plot: {manifest.get('reward_plot')}"
+    )
+
+
+@app.command("export-gguf")
+def export_gguf_cmd(
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A run folder (data/models/llama-claude-bc-vN), its merged/ folder or an HF Llama "
+            "folder; default: the newest llama-claude-*-vN run."
+        ),
+    ] = None,
+    quant: Annotated[
+        str, typer.Option("--quant", help="Comma-separated quantizations (q8_0, q4_k_m, ...); '' for none.")
+    ] = "q8_0",
+    outtype: Annotated[str, typer.Option("--outtype", help="Full-precision file: f16, bf16 or f32.")] = "f16",
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <run>/gguf/).")] = None,
+    no_parity: Annotated[
+        bool, typer.Option("--no-parity", help="Skip the parity checks against transformers (not advised).")
+    ] = False,
+) -> None:
+    """Write GGUF files (+ Ollama Modelfile) of a trained model. The export checks itself against
+    transformers (next-token logits, greedy continuations, tokenizer and chat template) and fails,
+    writing nothing, when they disagree."""
+    from claude_rl.export import ExportError, ExportParityError, export_gguf, normalize_quants
+    from claude_rl.export.pipeline import summary_lines
+
+    try:
+        result = export_gguf(
+            model, out, quants=normalize_quants(quant), outtype=outtype, check_parity=not no_parity
+        )
+    except ExportParityError as exc:
+        err.print(f"[red]export failed its parity checks; nothing was written:\n{exc}[/red]")
+        raise typer.Exit(1) from exc
+    except ExportError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print("\n".join(summary_lines(result.report)))
+
+
+@app.command("run")
+def run_cmd(
+    question: Annotated[str, typer.Argument(help="What to ask the local agent.")],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="GGUF file (default: the newest export, else the embedded base model)."),
+    ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace", help="Folder the tools work in (default: a scratch copy of data/workspace)."
+        ),
+    ] = None,
+    allow_edits: Annotated[
+        bool, typer.Option("--allow-edits", help="Let Edit/Write and writing commands change the workspace.")
+    ] = False,
+    max_turns: Annotated[int | None, typer.Option("--max-turns", help="Most tool-using turns.")] = None,
+) -> None:
+    """Answer QUESTION with the local model as an agent (same tools and schemas, sandboxed: read-only
+    unless --allow-edits, Bash through an allowlist, no network, nothing outside the workspace).
+    The run is saved as an episode under <home>/runs/."""
+    from claude_rl.runtime import run_cli
+
+    try:
+        run = run_cli(
+            question, model_path=model, workspace=workspace, allow_edits=allow_edits, max_turns=max_turns
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if run.stop_reason == "error":
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_cmd(
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models",
+            help="Comma-separated: base (the base model), latest (newest run), run names, run folders or "
+            ".gguf files. Unexported runs are exported first.",
+        ),
+    ] = "base,latest",
+    split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate on.")] = "test",
+    dataset: Annotated[
+        Path | None,
+        typer.Option("--dataset", help="Dataset folder (default: the one the trained model was trained on)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="At most N prompts, spread over categories and split kinds.")
+    ] = None,
+    quant: Annotated[
+        str | None, typer.Option("--quant", help="Evaluate this quantization's file (default: F16).")
+    ] = None,
+    max_turns: Annotated[int, typer.Option("--max-turns", help="Most tool-using turns per prompt.")] = 8,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: <home>/reports/<name>/).")
+    ] = None,
+) -> None:
+    """Run each held-out prompt through the local agent per model and score it against the recorded
+    episode (tool sequence, first tool, tool-set F1, arguments, answer, reasoning depth, ...);
+    writes report.md, report.json and PNG charts."""
+    from claude_rl.evaluate import EvalError, evaluate, headline_table, resolve_models, trained_dataset
+    from claude_rl.export import ExportError
+    from claude_rl.runtime import AgentConfig
+
+    try:
+        specs = resolve_models(models, quant=quant)
+        folder, max_tool_tokens = trained_dataset(specs)
+        config = AgentConfig(max_turns=max_turns)
+        if max_tool_tokens:
+            config = AgentConfig(max_turns=max_turns, max_tool_tokens=max_tool_tokens)
+        report = evaluate(
+            {s.label: s.gguf for s in specs},
+            split=split,
+            dataset_folder=dataset or folder,
+            limit=limit,
+            out_dir=out,
+            config=config,
+        )
+    except (EvalError, ExportError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(headline_table(report))
+    target = out or paths.home() / "reports" / report.name
+    console.print(f"report: {target / 'report.md'}")
 
 
 def main() -> None:

@@ -232,7 +232,7 @@ def test_golden_rendering_of_a_two_call_turn():
     tool = {"type": "function", "function": {"name": "Grep", "description": "Search.", "parameters": {}}}
     assert cf.render(messages, [tool], "chatml") == (
         "<|im_start|>system\n" + cf.DEFAULT_SYSTEM_PROMPT + cf._CHATML_TOOLS_INTRO + "\n"
-        '{"name": "Grep", "description": "Search.", "parameters": {}}\n</tools><|im_end|>\n'
+        "Grep(): Search.\n</tools><|im_end|>\n"
         "<|im_start|>user\nWhere is the config loaded, and is there a test for it?<|im_end|>\n"
         "<|im_start|>assistant\nLet me find where the config is read and look for tests.\n"
         '<tool_call>\n{"name": "Grep", "arguments": {"pattern": "load_config", "output_mode": '
@@ -458,3 +458,44 @@ def test_base_model_tokenizer_is_cached_under_the_home_and_paths_load_offline(to
     monkeypatch.setattr(base_model, "GGUF_PACKAGE", "no_such_package_for_claude_rl")
     with pytest.raises(base_model.BaseModelMissing, match="make install-train"):
         base_model.default_gguf()
+
+
+def test_tool_line_is_a_compact_signature_for_schemas_and_python_functions():
+    from claude_rl.tools.schemas import BUILTIN
+
+    text = cf.render([{"role": "user", "content": "hi"}], [BUILTIN["Grep"], BUILTIN["Read"]], "chatml")
+    assert (
+        "\nRead(file_path: string, offset?: integer, limit?: integer): "
+        "Read a file from the workspace. Returns its lines with line numbers.\n</tools>"
+    ) in text
+    assert 'output_mode?: "content"|"files_with_matches"|"count"' in text
+    assert "Regular expression to search for" not in text  # argument descriptions are left out
+
+    def lookup(table: str, limit: int = 10) -> str:
+        """Look a table up.
+
+        Args:
+            table: The table's name.
+            limit: How many rows.
+        """
+        return table
+
+    schema = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look a table up.",
+            "parameters": {
+                "type": "object",
+                "properties": {"table": {"type": "string"}, "limit": {"type": "integer"}},
+                "required": ["table"],
+            },
+        },
+    }
+    for fmt in ("chatml", "llama3"):
+        assert cf.render([{"role": "user", "content": "x"}], [lookup], fmt) == cf.render(
+            [{"role": "user", "content": "x"}], [schema], fmt
+        )
+        assert "lookup(table: string, limit?: integer): Look a table up." in cf.render(
+            [{"role": "user", "content": "x"}], [schema], fmt
+        )

