@@ -698,6 +698,21 @@ def bundled_workspace() -> Path:
     return paths.CHECKOUT_DIR / "data" / "workspace"
 
 
+def trained_tool_budget(gguf: Path) -> int | None:
+    """The ``max_tool_tokens`` the model in ``gguf`` was trained with, when the file lies in a run
+    folder's ``gguf/`` (run manifest → its dataset's manifest): the agent cuts tool results the
+    same way, so the model reads them as it learned them. None when unknown."""
+    manifest = Path(gguf).resolve().parent.parent / "manifest.json"
+    try:
+        run = json.loads(manifest.read_text(encoding="utf-8"))
+        folder = Path((run.get("dataset") or {}).get("folder") or "")
+        options = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("options") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    budget = options.get("max_tool_tokens")
+    return int(budget) if isinstance(budget, int) else None
+
+
 def run_cli(
     question: str,
     *,
@@ -719,6 +734,9 @@ def run_cli(
     echo(f"model: {model_file}")
     model = LlamaCppModel(model_file, n_ctx=n_ctx, n_threads=n_threads)
     config = AgentConfig(allow_edits=allow_edits)
+    budget = trained_tool_budget(model_file)
+    if budget is not None:
+        config = replace(config, max_tool_tokens=budget)
     if max_turns is not None:
         config = replace(config, max_turns=max_turns)
 

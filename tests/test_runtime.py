@@ -327,3 +327,18 @@ def test_kv_cache_reuse_gives_the_same_output_as_a_fresh_evaluation():
     # The same prompt again: everything but the last token is reused, and the output is the same.
     assert reusing.complete(second, 24) == out2 and reusing.last_stats["evaluated"] == 1
     print(json.dumps({"first": out1, "second": out2, "stats": stats}))
+
+
+def test_tool_budget_follows_the_training_dataset(tmp_path):
+    from claude_rl.runtime import trained_tool_budget
+
+    dataset = tmp_path / "datasets" / "d"
+    dataset.mkdir(parents=True)
+    (dataset / "manifest.json").write_text(json.dumps({"options": {"max_tool_tokens": 192}}))
+    run = tmp_path / "models" / "llama-claude-bc-v1"
+    (run / "gguf").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"dataset": {"folder": str(dataset)}}))
+    gguf = run / "gguf" / "llama-claude-bc-v1.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert trained_tool_budget(gguf) == 192
+    assert trained_tool_budget(tmp_path / "elsewhere.gguf") is None

@@ -154,3 +154,31 @@ def test_tiny_preset_trains_and_never_overwrites(tmp_path_factory):
     second = sft.main(load_config(TINY, ["max_train_rows=2", "max_steps=1", "eval_strategy='no'"]), home)
     assert second.name == "tiny-v2"
     assert not any(p.name.startswith(".tmp-") for p in (home / "models").iterdir())
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("resume-home")
+    overrides = ["max_train_rows=2", "max_steps=2", "save_steps=1", "eval_strategy='no'", "logging_steps=1"]
+    cfg = load_config(TINY, overrides)
+
+    def crash(*args, **kwargs):  # fails after training, with checkpoints on disk
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(sft, "plot_loss", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        sft.main(cfg, home)
+    kept = home / "models" / ".tmp-tiny-v1" / "checkpoints"
+    assert sorted(p.name for p in kept.iterdir() if p.name.startswith("checkpoint-")) == [
+        "checkpoint-1",
+        "checkpoint-2",
+    ]
+    monkeypatch.undo()
+    monkeypatch.setattr(sft, "_cuda_available", lambda: False)
+    # The same config again: same automatic name, so it picks the kept checkpoint up.
+    finished = sft.main(load_config(TINY, [*overrides[:1], "max_steps=3", *overrides[2:]]), home)
+    assert finished.name == "tiny-v1"
+    manifest = json.loads((finished / "manifest.json").read_text())
+    assert manifest["resumed_from"].endswith("checkpoint-2")
+    assert manifest["metrics"]["steps"] == 3
+    assert not (home / "models" / ".tmp-tiny-v1").exists()

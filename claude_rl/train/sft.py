@@ -381,7 +381,7 @@ def _train(cfg: SFTRunConfig, home: Path, folder: Path, tmp: Path, name: str, on
     if len(trainer.train_dataset) == 0:
         raise TrainError(
             f"every training row was dropped: none has an assistant token within max_length "
-            f"({cfg.max_length}); the system prompt and tool schemas alone are ~1,060 tokens with the "
+            f"({cfg.max_length}); the system prompt and tool list alone are ~400 tokens with the "
             "default tokenizer, so raise max_length."
         )
     resume = _resume_point(cfg, tmp / "checkpoints")
