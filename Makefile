@@ -42,7 +42,7 @@ install-export: $(VENV)/.export
 # --- the README commands -------------------------------------------------------------------------
 # The whole path on the embedded default model: sample corpus -> dataset -> SFT -> GGUF export
 # (with parity checks) -> evaluation of the base model vs the trained one on the held-out split,
-# ending with the report's headline table (~35 minutes on 2 CPU cores; see README).
+# ending with the report's headline table (~30 minutes on 2 CPU cores: training ~13, export <1, eval ~14).
 demo: $(VENV)/.train $(VENV)/.export
 	$(PY) -m claude_rl capture --demo
 	$(PY) -m claude_rl train --phase sft --no-eval-first-tool

@@ -378,9 +378,14 @@ def test_watch_stops_cleanly_on_ctrl_c(data_home):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(2.5)
+    # Wait until it follows the store (its catch-up fold is printed), however loaded the machine is.
+    first = b""
+    deadline = time.monotonic() + 60
+    while b"catch-up" not in first and time.monotonic() < deadline:
+        first += proc.stdout.readline()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=15)
+    out, err = proc.communicate(timeout=30)
+    out = first + out
     assert proc.returncode == 0, err.decode()
     assert b"Stopped." in out
 

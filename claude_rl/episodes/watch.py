@@ -77,14 +77,19 @@ def watch(
     for folder in (paths.traces_dir(root), paths.transcripts_dir(root)):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     stop = stop or threading.Event()
-    first = fold(root)
-    if on_fold:
-        on_fold([], first)
-    handler = _Pending(root)
-    observer = Observer()
-    observer.schedule(handler, str(root), recursive=True)
-    observer.start()
+    observer = None
+    # Everything after the folders exist is inside the try: a Ctrl-C that lands during the catch-up
+    # fold or while the observer starts stops cleanly too. The observer is a daemon thread, so an
+    # interrupted start never leaves a thread the interpreter would wait for at exit.
     try:
+        first = fold(root)
+        if on_fold:
+            on_fold([], first)
+        handler = _Pending(root)
+        observer = Observer()
+        observer.daemon = True
+        observer.schedule(handler, str(root), recursive=True)
+        observer.start()
         while not stop.is_set():
             stop.wait(poll_s)
             ready = handler.take_settled(settle_s)
@@ -95,5 +100,7 @@ def watch(
     except KeyboardInterrupt:
         pass
     finally:
-        observer.stop()
-        observer.join(timeout=5)
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout=5)
