@@ -377,6 +377,10 @@ def test_watch_stops_cleanly_on_ctrl_c(data_home):
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A child inherits an ignored SIGINT (as a background job of a script has it, or after a
+        # library in this test process ignored it), and Python then never raises KeyboardInterrupt:
+        # give the child the default disposition a terminal's Ctrl-C meets.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Wait until it follows the store (its catch-up fold is printed), however loaded the machine is.
     first = b""
