@@ -22,7 +22,8 @@ app = typer.Typer(
     name="claude-rl",
     help=(
         "Capture Claude Code workflows through hooks into a local, redacted, append-only trace store, "
-        "and (in later stages) train a local model on them. Data lives under CLAUDE_RL_HOME "
+        "train a local model on them (SFT, then RL), export it to GGUF, run it as a sandboxed agent and "
+        "evaluate it against the captured workflows. Data lives under CLAUDE_RL_HOME "
         "(`claude-rl home` prints where)."
     ),
     no_args_is_help=True,
@@ -832,9 +833,8 @@ def eval_cmd(
     try:
         specs = resolve_models(models, quant=quant)
         folder, max_tool_tokens = trained_dataset(specs)
-        config = AgentConfig(max_turns=max_turns)
-        if max_tool_tokens:
-            config = AgentConfig(max_turns=max_turns, max_tool_tokens=max_tool_tokens)
+        budget = {"max_tool_tokens": max_tool_tokens} if max_tool_tokens else {}
+        config = AgentConfig(max_turns=max_turns, **budget)
         report = evaluate(
             {s.label: s.gguf for s in specs},
             split=split,

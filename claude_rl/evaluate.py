@@ -917,14 +917,10 @@ def resolve_models(spec: str, home: Path | None = None, quant: str | None = None
 def trained_dataset(specs: Iterable[ModelSpec]) -> tuple[Path | None, int | None]:
     """The dataset folder the (first) trained model was trained on and its tool-output budget, so
     the held-out split and the runtime's cutting of tool results match training."""
+    from claude_rl.runtime import training_dataset
+
     for spec in specs:
-        manifest = spec.run_folder / "manifest.json" if spec.run_folder else None
-        if manifest is None or not manifest.is_file():
-            continue
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        folder = Path((data.get("dataset") or {}).get("folder") or "")
-        if not (folder / "manifest.json").is_file():
-            continue
-        options = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("options") or {}
-        return folder, options.get("max_tool_tokens")
+        found = training_dataset(spec.run_folder) if spec.run_folder else None
+        if found:
+            return found[0], found[1].get("max_tool_tokens")
     return None, None

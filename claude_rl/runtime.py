@@ -698,19 +698,25 @@ def bundled_workspace() -> Path:
     return paths.CHECKOUT_DIR / "data" / "workspace"
 
 
-def trained_tool_budget(gguf: Path) -> int | None:
-    """The ``max_tool_tokens`` the model in ``gguf`` was trained with, when the file lies in a run
-    folder's ``gguf/`` (run manifest → its dataset's manifest): the agent cuts tool results the
-    same way, so the model reads them as it learned them. None when unknown."""
-    manifest = Path(gguf).resolve().parent.parent / "manifest.json"
+def training_dataset(run_folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The dataset folder a run (``<home>/models/<name>/``) was trained on and the options it was
+    built with (run manifest → the dataset's manifest); None when either is missing."""
     try:
-        run = json.loads(manifest.read_text(encoding="utf-8"))
+        run = json.loads((Path(run_folder) / "manifest.json").read_text(encoding="utf-8"))
         folder = Path((run.get("dataset") or {}).get("folder") or "")
         options = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("options") or {}
     except (OSError, ValueError, AttributeError):
         return None
-    budget = options.get("max_tool_tokens")
-    return int(budget) if isinstance(budget, int) else None
+    return folder, options
+
+
+def trained_tool_budget(gguf: Path) -> int | None:
+    """The ``max_tool_tokens`` the model in ``gguf`` was trained with, when the file lies in a run
+    folder's ``gguf/``: the agent cuts tool results the same way, so the model reads them as it
+    learned them. None when unknown."""
+    found = training_dataset(Path(gguf).resolve().parent.parent)
+    budget = found[1].get("max_tool_tokens") if found else None
+    return budget if isinstance(budget, int) else None
 
 
 def run_cli(
