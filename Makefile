@@ -42,10 +42,11 @@ install-export: $(VENV)/.export
 # --- the README commands -------------------------------------------------------------------------
 # The whole path on the embedded default model: sample corpus -> dataset -> SFT -> GGUF export
 # (with parity checks) -> evaluation of the base model vs the trained one on the held-out split,
-# ending with the report's headline table (~30 minutes on 2 CPU cores: training ~13, export <1, eval ~14).
+# ending with the report's headline table. Training uses configs/sft-cpu-demo.yaml (three passes over
+# the corpus; `make train` is one pass): ~60 minutes on 2 CPU cores (training ~43, export <1, eval ~15).
 demo: $(VENV)/.train $(VENV)/.export
 	$(PY) -m claude_rl capture --demo
-	$(PY) -m claude_rl train --phase sft --no-eval-first-tool
+	$(PY) -m claude_rl train --phase sft --config configs/sft-cpu-demo.yaml --no-eval-first-tool
 	$(PY) -m claude_rl export-gguf
 	$(PY) -m claude_rl eval --models base,latest
 

@@ -29,6 +29,7 @@ def test_the_expected_presets_ship():
     names = {p.name for p in PRESETS}
     assert {
         "sft-cpu-default.yaml",
+        "sft-cpu-demo.yaml",
         "sft-llama31-8b-lora.yaml",
         "sft-llama31-8b-qlora.yaml",
         "sft-tiny.yaml",
@@ -168,6 +169,29 @@ def test_trl_kwargs_follow_the_device():
     forced = load_config(DEFAULT_CONFIG, ["gradient_checkpointing=true", "precision=auto"])
     assert to_trl_kwargs(forced, on_cpu=True)["activation_checkpointing"]
     assert to_trl_kwargs(forced, on_cpu=True)["bf16"] == cpu_has_bf16()
+
+
+def test_checkpointing_goes_by_the_name_the_installed_transformers_knows(monkeypatch):
+    """transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; an older 5.x
+    (the GPU machine here has 5.17) refuses the new name, so the kwargs follow the installed one."""
+    pytest.importorskip("transformers")
+    import transformers
+
+    from claude_rl.train import config as config_module
+
+    gpu = load_config(CONFIGS_DIR / "sft-llama31-8b-lora.yaml")
+
+    class Old:
+        __dataclass_fields__ = {"gradient_checkpointing": None, "gradient_checkpointing_kwargs": None}
+
+    config_module.checkpointing_arg.cache_clear()
+    monkeypatch.setattr(transformers, "TrainingArguments", Old)
+    try:
+        kwargs = to_trl_kwargs(gpu, on_cpu=False)
+    finally:
+        config_module.checkpointing_arg.cache_clear()
+    assert kwargs["gradient_checkpointing"] and "activation_checkpointing" not in kwargs
+    assert kwargs["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
 
 
 def test_run_names_follow_the_series(tmp_path):

@@ -361,6 +361,16 @@ def next_run_name(cfg: SFTRunConfig, models_dir: Path) -> str:
 
 
 @lru_cache(maxsize=1)
+def checkpointing_arg() -> str:
+    """TrainingArguments' name for activation recomputation: ``activation_checkpointing`` from
+    transformers 5.2x on, ``gradient_checkpointing`` before (and a deprecated alias after)."""
+    from transformers import TrainingArguments
+
+    fields = getattr(TrainingArguments, "__dataclass_fields__", {})
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
+@lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo.
 
@@ -392,7 +402,7 @@ def to_trl_kwargs(cfg: SFTRunConfig, on_cpu: bool, output_dir: Path | str | None
         "bf16": bf16,
         "fp16": fp16,
         # transformers 5.2x name; the older gradient_checkpointing is a deprecated alias (TRL defaults it on).
-        "activation_checkpointing": checkpointing,
+        checkpointing_arg(): checkpointing,
         # Loss on the assistant's tokens only: the template's {% generation %} markers become labels.
         "assistant_only_loss": True,
         "max_length": cfg.max_length,
@@ -424,7 +434,7 @@ def to_trl_kwargs(cfg: SFTRunConfig, on_cpu: bool, output_dir: Path | str | None
         "dataloader_pin_memory": not on_cpu,
     }
     if checkpointing:
-        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+        kwargs[f"{checkpointing_arg()}_kwargs"] = {"use_reentrant": False}
     if output_dir is not None:
         kwargs["output_dir"] = str(output_dir)
     return kwargs

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from claude_rl.train.config import CONFIGS_DIR, LoraSettings, load_yaml_config
+from claude_rl.train.config import CONFIGS_DIR, LoraSettings, checkpointing_arg, load_yaml_config
 from claude_rl.train.reward import DEFAULT_WEIGHTS, PARTS
 
 DEFAULT_GRPO_CONFIG = CONFIGS_DIR / "grpo-cpu-default.yaml"
@@ -278,7 +278,7 @@ def to_grpo_kwargs(cfg: GRPORunConfig, cpu: bool, output_dir: Path | str | None 
         "use_cpu": cpu,
         "bf16": bf16,
         "fp16": fp16,
-        "activation_checkpointing": checkpointing,
+        checkpointing_arg(): checkpointing,
         "per_device_train_batch_size": cfg.rollouts_per_step,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "num_generations": cfg.num_generations,
@@ -308,7 +308,7 @@ def to_grpo_kwargs(cfg: GRPORunConfig, cpu: bool, output_dir: Path | str | None 
         "remove_unused_columns": False,
     }
     if checkpointing:
-        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+        kwargs[f"{checkpointing_arg()}_kwargs"] = {"use_reentrant": False}
     if output_dir is not None:
         kwargs["output_dir"] = str(output_dir)
     return kwargs
