@@ -184,24 +184,28 @@ def tokenizer(tmp_path_factory):
         pytest.skip(str(e))
 
 
-def test_grpo_prompts_equal_the_sft_prompts_token_for_token(tokenizer, tmp_path):
+def tiny_llama(tokenizer):
+    """A one-layer random Llama over the real vocabulary: enough for TRL to build the trainer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=8192,
+    )
+    return LlamaForCausalLM(config)
+
+
+def test_grpo_prompts_equal_the_sft_prompts_token_for_token(tokenizer, tmp_path):
     rows = _sample_rows(4)
     folder = _write_dataset(tmp_path / "ds", rows)
     prompts = grpo.load_prompts(folder, "train", home=tmp_path)
     assert len(prompts) == 5 and prompts[0].prompt == rows[0]["messages"][:2]
-    tiny = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=8192,
-        )
-    )
+    tiny = tiny_llama(tokenizer)
     cfg = load_grpo_config(None, ["num_generations=2", "prompts_per_step=1", "max_steps=1"])
     trainer = grpo.build_trainer(
         cfg, tiny, tokenizer, prompts, tmp_path / "out", True, {"max_tool_tokens": 64}
@@ -260,8 +264,6 @@ def test_the_tool_loop_replays_runs_and_refuses_through_the_trainer(tokenizer, t
     """GRPOTrainer's own multi-turn loop with a scripted policy (generation replaced, everything else
     real): a recorded call gets the recorded result, an unrecorded read runs in the sandbox, a write
     is refused, the results are fed back, and the reward scores what was actually done."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from claude_rl.chat_format import render_tool_call
     from claude_rl.train.reward import RewardLog
 
@@ -269,17 +271,7 @@ def test_the_tool_loop_replays_runs_and_refuses_through_the_trainer(tokenizer, t
     folder = _write_dataset(tmp_path / "ds", rows)
     prompts = [p for p in grpo.load_prompts(folder, "train", home=tmp_path) if json.loads(p.replay)][:1]
     first = json.loads(prompts[0].replay)[0]
-    tiny = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=8192,
-        )
-    )
+    tiny = tiny_llama(tokenizer)
     cfg = load_grpo_config(
         None, ["num_generations=2", "prompts_per_step=1", "max_steps=1", "max_completion_length=1024"]
     )

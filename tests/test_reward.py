@@ -8,30 +8,14 @@ import json
 from typing import Any
 
 import pytest
+from episode_examples import ANSWER, PROMPT, QUERY, ROOT, SCHEMA_GREP, call, episode, with_steps
 
 from claude_rl import scoring
 from claude_rl.chat_format import episode_to_messages
-from claude_rl.schema import Episode, Provenance, Step, ToolCall
+from claude_rl.schema import Episode, ToolCall
 from claude_rl.train import reward as R
 from claude_rl.train.config import ConfigError
 from claude_rl.train.grpo_config import load_grpo_config
-
-ROOT = "/workspace/command-center"
-PROMPT = "How many alarms did the generators raise, and with which codes?"
-SCHEMA_GREP = {
-    "pattern": "CREATE TABLE alarms",
-    "path": f"{ROOT}/db/schema.sql",
-    "output_mode": "content",
-    "-A": 8,
-}
-QUERY = (
-    'sqlite3 -header -column db/command_center.db "SELECT a.tag, al.code, al.severity FROM alarms al '
-    "JOIN assets a ON a.id = al.asset_id WHERE a.kind = 'generator' ORDER BY al.raised_at;\""
-)
-ANSWER = (
-    "The generators raised **4 alarms**, 2 of them warning or critical: GEN-2 FAIL_TO_START (critical) on "
-    "2026-03-05 10:02 and GEN-1 FUEL_LOW (warning) on 2026-03-08 08:57."
-)
 
 
 @pytest.fixture(autouse=True)
@@ -39,25 +23,6 @@ def _lexical_outcome():
     R.use_outcome_similarity("lexical")
     yield
     R.use_outcome_similarity("lexical")
-
-
-def call(name: str, inputs: dict[str, Any], output: str = "ok", *, error: bool = False) -> ToolCall:
-    return ToolCall(name=name, input=inputs, output=output, is_error=error, status="error" if error else "ok")
-
-
-def episode(
-    calls: list[tuple[ToolCall, str | None]], answer: str | None = ANSWER, prompt: str = PROMPT
-) -> Episode:
-    steps = [Step(index=i, reason=reason, call=c) for i, (c, reason) in enumerate(calls)]
-    return Episode(
-        episode_id="s:0",
-        session_id="s",
-        index=0,
-        prompt=prompt,
-        steps=steps,
-        final_answer=answer,
-        provenance=Provenance(session_id="s", sources=["samples"]),
-    )
 
 
 SCHEMA = call("Grep", SCHEMA_GREP, "db/schema.sql:46:CREATE TABLE alarms (")
@@ -86,13 +51,6 @@ def completion(ep: Episode) -> list[dict[str, Any]]:
             m["tool_calls"] = [{"type": "function", "function": c["function"]} for c in m["tool_calls"]]
         out.append(m)
     return out
-
-
-def with_steps(ep: Episode, steps: list[tuple[ToolCall, str | None]], **update: Any) -> Episode:
-    return ep.model_copy(
-        update={"steps": [Step(index=i, reason=r, call=c) for i, (c, r) in enumerate(steps)], **update},
-        deep=True,
-    )
 
 
 def parts(ref: Episode, comp: Any) -> dict[str, float | None]:

@@ -3,61 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
+from episode_examples import ANSWER, QUERY, ROOT, SCHEMA_GREP, call, episode, with_steps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from claude_rl import scoring
-from claude_rl.schema import Episode, Provenance, Step, ToolCall
-
-ROOT = "/workspace/command-center"
-SCHEMA_GREP = {
-    "pattern": "CREATE TABLE alarms",
-    "path": f"{ROOT}/db/schema.sql",
-    "output_mode": "content",
-    "-A": 8,
-}
-QUERY = (
-    'sqlite3 -header -column db/command_center.db "SELECT a.tag, al.code, al.severity FROM alarms al '
-    "JOIN assets a ON a.id = al.asset_id WHERE a.kind = 'generator' ORDER BY al.raised_at;\""
-)
-ANSWER = (
-    "The generators raised **4 alarms**, 2 of them warning or critical: GEN-2 FAIL_TO_START (critical) on "
-    "2026-03-05 10:02 and GEN-1 FUEL_LOW (warning) on 2026-03-08 08:57."
-)
-
-
-def call(
-    name: str, inputs: dict[str, Any], output: str = "ok", *, error: bool = False, group: int | None = None
-) -> ToolCall:
-    return ToolCall(
-        name=name,
-        input=inputs,
-        output=output,
-        is_error=error,
-        status="error" if error else "ok",
-        parallel_group=group,
-        source="runtime",
-    )
-
-
-def episode(
-    calls: list[tuple[ToolCall, str | None]],
-    answer: str | None = ANSWER,
-    prompt: str = "How many alarms did the generators raise, and with which codes?",
-) -> Episode:
-    steps = [Step(index=i, reason=reason, call=c) for i, (c, reason) in enumerate(calls)]
-    return Episode(
-        episode_id="s:0",
-        session_id="s",
-        index=0,
-        prompt=prompt,
-        steps=steps,
-        final_answer=answer,
-        provenance=Provenance(session_id="s", sources=["runtime"]),
-    )
+from claude_rl.schema import Episode, ToolCall
 
 
 def reference() -> Episode:
@@ -73,12 +26,6 @@ def reference() -> Episode:
             ),
             (call("Read", {"file_path": f"{ROOT}/docs/alarms.md"}, "# Alarms"), "What the codes mean."),
         ]
-    )
-
-
-def with_calls(ep: Episode, calls: list[tuple[ToolCall, str | None]]) -> Episode:
-    return ep.model_copy(
-        update={"steps": [Step(index=i, reason=r, call=c) for i, (c, r) in enumerate(calls)]}, deep=True
     )
 
 
@@ -101,7 +48,7 @@ def test_reference_scores_one_on_itself():
 
 def test_registry_and_public_functions_agree():
     ref = reference()
-    cand = with_calls(ref, [(s.call, s.reason) for s in reversed(ref.steps)])
+    cand = with_steps(ref, [(s.call, s.reason) for s in reversed(ref.steps)])
     all_scores = scoring.score_all(ref, cand)
     for name, fn in scoring.SCORERS.items():
         assert fn(ref, cand) == all_scores[name], name
@@ -134,7 +81,7 @@ def test_every_sample_episode_scores_one_on_itself(sample_episodes):
 
 def test_reversed_order_lowers_sequence_scores_but_not_the_tool_set():
     ref = reference()
-    cand = with_calls(ref, [(s.call, s.reason) for s in reversed(ref.steps)])
+    cand = with_steps(ref, [(s.call, s.reason) for s in reversed(ref.steps)])
     scores = scoring.score_all(ref, cand)
     assert scores["exact_match"] == 0.0
     assert scores["tool_sequence_similarity"] < 1.0
@@ -146,7 +93,7 @@ def test_reversed_order_lowers_sequence_scores_but_not_the_tool_set():
 def test_missing_schema_read_lowers_exactly_that_part():
     ref = reference()
     other_grep = call("Grep", {"pattern": "generator", "path": "app"}, "app/alarms.py:3: generator")
-    cand = with_calls(
+    cand = with_steps(
         ref, [(other_grep, "Look for generators.")] + [(s.call, s.reason) for s in ref.steps[1:]]
     )
     scores = scoring.score_all(ref, cand)
@@ -160,10 +107,10 @@ def test_missing_schema_read_lowers_exactly_that_part():
 def test_schema_read_after_the_query_does_not_count():
     ref = reference()
     steps = [(s.call, s.reason) for s in ref.steps]
-    cand = with_calls(ref, [steps[1], steps[0], steps[2]])
+    cand = with_steps(ref, [steps[1], steps[0], steps[2]])
     assert scoring.schema_read_before_query(ref, cand) == 0.0
     sqlite_schema = call("Bash", {"command": 'sqlite3 db/command_center.db ".schema alarms"'}, "CREATE TABLE")
-    cand = with_calls(ref, [(sqlite_schema, "Schema first."), steps[1], steps[2]])
+    cand = with_steps(ref, [(sqlite_schema, "Schema first."), steps[1], steps[2]])
     assert scoring.schema_read_before_query(ref, cand) == 1.0
     no_query = episode([(call("Read", {"file_path": "app/report.py"}), None)])
     assert scoring.schema_read_before_query(no_query, cand) is None  # the reference never queries
@@ -173,7 +120,7 @@ def test_wrong_sql_with_the_right_tools_lowers_argument_similarity():
     ref = reference()
     wrong = call("Bash", {"command": 'sqlite3 db/command_center.db "SELECT * FROM readings LIMIT 5;"'})
     steps = [(s.call, s.reason) for s in ref.steps]
-    cand = with_calls(ref, [steps[0], (wrong, steps[1][1]), steps[2]])
+    cand = with_steps(ref, [steps[0], (wrong, steps[1][1]), steps[2]])
     scores = scoring.score_all(ref, cand)
     assert scores["tool_sequence_similarity"] == 1.0 and scores["exact_match"] == 1.0
     assert scores["argument_similarity"] < 0.8
@@ -209,7 +156,7 @@ def test_argument_alignment_pairs_same_tool_calls_in_order():
     ref = reference()
     extra = call("Glob", {"pattern": "**/*.md"})
     steps = [(s.call, s.reason) for s in ref.steps]
-    cand = with_calls(ref, [steps[0], (extra, None), steps[1], steps[2]])
+    cand = with_steps(ref, [steps[0], (extra, None), steps[1], steps[2]])
     total, pairs = scoring.aligned_pairs(scoring.Features(ref), scoring.Features(cand))
     assert [(i, j) for i, j, _ in pairs] == [(0, 0), (1, 2), (2, 3)]
     assert total == pytest.approx(3.0)
@@ -258,10 +205,10 @@ def test_failed_call_not_retried_lowers_self_correction():
     ref = reference()
     steps = [(s.call, s.reason) for s in ref.steps]
     failed = call("Bash", {"command": QUERY}, "Error: in prepare, no such column: al.code", error=True)
-    given_up = with_calls(ref, [steps[0], (failed, steps[1][1]), steps[2]])
+    given_up = with_steps(ref, [steps[0], (failed, steps[1][1]), steps[2]])
     assert scoring.self_correction(ref, given_up) == 0.0
     fixed = call("Bash", {"command": QUERY.replace("al.code", "al.kind")}, "GEN-2|FAIL_TO_START")
-    retried = with_calls(ref, [steps[0], (failed, steps[1][1]), (fixed, "Wrong column; retry."), steps[2]])
+    retried = with_steps(ref, [steps[0], (failed, steps[1][1]), (fixed, "Wrong column; retry."), steps[2]])
     assert scoring.self_correction(ref, retried) == 1.0
     # a reference that corrected itself, and a candidate that never failed: nothing to correct
     assert scoring.self_correction(retried, ref) == 1.0
@@ -273,7 +220,7 @@ def test_constraints_kept_and_acknowledged():
     ref = reference().model_copy(update={"prompt": prompt})
     assert scoring.constraint_match(ref, ref) == 1.0
     write = call("Write", {"file_path": "notes.md", "content": "4 alarms"}, "File created")
-    breaks = with_calls(ref, [(s.call, s.reason) for s in ref.steps] + [(write, "Save the answer.")])
+    breaks = with_steps(ref, [(s.call, s.reason) for s in ref.steps] + [(write, "Save the answer.")])
     assert scoring.constraint_match(ref, breaks) == 0.0
     # the reference says it stays read-only; a candidate that does not say so loses that part
     said = ref.model_copy(deep=True)

@@ -90,9 +90,9 @@ class BatchedHF:
                 except queue.Empty:
                     break
             try:
-                texts = self._generate([b[0] for b in batch], max(b[1] for b in batch))
-                for (_, limit, done), text in zip(batch, texts, strict=True):
-                    done.put((True, self._cut(text, limit)))
+                outputs = self._generate([b[0] for b in batch], max(b[1] for b in batch))
+                for (_, limit, done), ids in zip(batch, outputs, strict=True):
+                    done.put((True, self._cut(ids, limit)))
             except Exception as exc:  # every waiting agent gets the error
                 for _, _, done in batch:
                     done.put((False, exc))

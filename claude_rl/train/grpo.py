@@ -396,8 +396,7 @@ def _cuda_available() -> bool:
 
 
 def _raise(problems: list[str]) -> None:
-    if problems:
-        raise GRPOError("cannot train:\n" + "\n".join(f"  - {p}" for p in dict.fromkeys(problems)))
+    sft._raise(problems, GRPOError)
 
 
 def main(cfg: GRPORunConfig, home: Path | None = None) -> Path:

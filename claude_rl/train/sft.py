@@ -274,9 +274,10 @@ def preflight(cfg: SFTRunConfig, home: Path, cuda: bool) -> list[str]:
     return problems
 
 
-def _raise(problems: list[str]) -> None:
+def _raise(problems: list[str], error: type[TrainError] = TrainError) -> None:
+    """``error`` listing every distinct problem, when there is any (shared with the RL phase)."""
     if problems:
-        raise TrainError("cannot train:\n" + "\n".join(f"  - {p}" for p in dict.fromkeys(problems)))
+        raise error("cannot train:\n" + "\n".join(f"  - {p}" for p in dict.fromkeys(problems)))
 
 
 def main(cfg: SFTRunConfig, home: Path | None = None) -> Path:
