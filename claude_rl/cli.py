@@ -804,9 +804,23 @@ def eval_cmd(
         typer.Option(
             "--models",
             help="Comma-separated: base (the base model), latest (newest run), run names, run folders or "
-            ".gguf files. Unexported runs are exported first.",
+            ".gguf files. Unexported runs are exported first. 'none': only the --reuse reports' runs.",
         ),
     ] = "base,latest",
+    reuse: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reuse",
+            help="An earlier report folder whose models' runs are scored again (not re-run) and listed "
+            "first; repeatable. E.g. the SFT model's report, to compare a new model with it.",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline", help="Model the paired per-prompt differences are taken against (default: first)."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate on.")] = "test",
     dataset: Annotated[
         Path | None,
@@ -825,14 +839,26 @@ def eval_cmd(
 ) -> None:
     """Run each held-out prompt through the local agent per model and score it against the recorded
     episode (tool sequence, first tool, tool-set F1, arguments, answer, reasoning depth, ...);
-    writes report.md, report.json and PNG charts."""
-    from claude_rl.evaluate import EvalError, evaluate, headline_table, resolve_models, trained_dataset
+    writes report.md, report.json and PNG charts. Also scores each run with the RL phase's behavioral
+    reward, and with several models gives paired per-prompt differences against the first (or
+    --baseline) with 95 % intervals."""
+    from claude_rl.evaluate import (
+        EvalError,
+        evaluate,
+        headline_table,
+        read_report,
+        resolve_models,
+        trained_dataset,
+    )
     from claude_rl.export import ExportError
     from claude_rl.runtime import AgentConfig
 
+    reuse = list(reuse or [])
     try:
-        specs = resolve_models(models, quant=quant)
+        specs = [] if models.strip() in ("", "none") and reuse else resolve_models(models, quant=quant)
         folder, max_tool_tokens = trained_dataset(specs)
+        if folder is None and reuse:  # the dataset the reused report was made on
+            folder = paths.home() / "datasets" / read_report(reuse[0])["dataset"]
         budget = {"max_tool_tokens": max_tool_tokens} if max_tool_tokens else {}
         config = AgentConfig(max_turns=max_turns, **budget)
         report = evaluate(
@@ -842,6 +868,8 @@ def eval_cmd(
             limit=limit,
             out_dir=out,
             config=config,
+            reuse=reuse,
+            baseline=baseline,
         )
     except (EvalError, ExportError) as exc:
         err.print(f"[red]{exc}[/red]")

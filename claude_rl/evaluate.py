@@ -43,8 +43,9 @@ from claude_rl.schema import Episode, Provenance, ToolCall
 from claude_rl.scoring import episode_from_messages
 
 REPORT_VERSION = 1
-METRICS = tuple(scoring.SCORERS)
-HEADLINE = scoring.HEADLINE
+REWARD = "behavioral_reward"  # the RL phase's reward of the run (claude_rl.train.reward)
+METRICS = (*scoring.SCORERS, REWARD)
+HEADLINE = (*scoring.HEADLINE, REWARD)
 BEHAVIORAL = scoring.BEHAVIORAL
 SPLIT_REASONS = ("hash", "heldout_template")
 SHORT_SPLIT = {"hash": "trained shapes", "heldout_template": "transfer"}
@@ -63,6 +64,7 @@ LABELS = {
     "constraint_match": "constraint match",
     "self_correction": "self-correction",
     "schema_read_before_query": "schema before query",
+    REWARD: "behavioral reward",
 }
 SHORT = {
     "tool_sequence_similarity": "seq",
@@ -75,6 +77,7 @@ SHORT = {
     "constraint_match": "constr",
     "self_correction": "self-corr",
     "schema_read_before_query": "schema",
+    REWARD: "reward",
 }
 BOOTSTRAP_SAMPLES = 1000
 SEED = 0
@@ -329,8 +332,55 @@ def valid_call(call: ToolCall) -> bool:
     return not (call.is_error and text.lstrip().startswith(TOOL_USE_ERROR))
 
 
+def behavioral_reward(
+    reference: Episode, candidate: Episode, text_similarity: scoring.TextSimilarity | None = None
+) -> float:
+    """The RL phase's behavioral reward of a run (``claude_rl.train.reward.score_rollout``, the
+    seed's weights and guards): calls the tools refused (malformed, unknown tool, bad input) count
+    as invalid for the format guard and are left out of the scored episode, as in training."""
+    from claude_rl.train.reward import Rollout, score_rollout
+
+    kept = [s for s in candidate.steps if valid_call(s.call)]
+    episode = candidate.model_copy(
+        update={"steps": [s.model_copy(update={"index": i}) for i, s in enumerate(kept)]}
+    )
+    rollout = Rollout(episode, valid_calls=len(kept), invalid_calls=len(candidate.steps) - len(kept))
+    return score_rollout(reference, rollout, text_similarity=text_similarity).reward
+
+
+def score_candidate(
+    reference: Episode, candidate: Episode, text_similarity: scoring.TextSimilarity | None = None
+) -> dict[str, float | None]:
+    """Every scorer of ``claude_rl.scoring`` plus the behavioral reward, for one run."""
+    scores = scoring.score_all(reference, candidate)
+    scores[REWARD] = behavioral_reward(reference, candidate, text_similarity)
+    return scores
+
+
 def _default_workspace() -> Path:
     return paths.CHECKOUT_DIR / "data" / "workspace"
+
+
+def scored_result(
+    ref: Reference, model: str, episode: Episode, scores: dict[str, float | None], **run: Any
+) -> PromptResult:
+    """One report row: the reference's labels, the candidate's tools and answer, its scores and the
+    run's facts (``stop_reason``, ``turns``, ``calls``, ``valid_calls``, ``seconds``, ...)."""
+    return PromptResult(
+        model=model,
+        episode_id=ref.episode.episode_id,
+        prompt=ref.episode.prompt,
+        category=ref.category,
+        template=ref.meta.get("template"),
+        split_reason=ref.split_reason,
+        reference_tools=ref.episode.tool_sequence,
+        candidate_tools=episode.tool_sequence,
+        scores=scores,
+        reference_answer=ref.episode.final_answer,
+        candidate_answer=episode.final_answer,
+        reference_origin=ref.origin,
+        **run,
+    )
 
 
 def run_prompt(
@@ -341,6 +391,7 @@ def run_prompt(
     workspace: Path,
     config: Any,
     session_id: str,
+    text_similarity: scoring.TextSimilarity | None = None,
 ) -> tuple[PromptResult, Any, Episode]:
     """Run one reference prompt on a fresh copy of ``workspace`` and score it: (result, run, episode)."""
     from claude_rl.tools.runtime import copy_workspace
@@ -361,26 +412,17 @@ def run_prompt(
         if error is None:
             error = "the runner returned no episode"
     stop_reason = str(getattr(run, "stop_reason", None) or ("error" if error else "unknown"))
-    scores = scoring.score_all(ref.episode, episode)
     calls = [s.call for s in episode.steps]
-    result = PromptResult(
-        model=model_name,
-        episode_id=ref.episode.episode_id,
-        prompt=ref.episode.prompt,
-        category=ref.category,
-        template=ref.meta.get("template"),
-        split_reason=ref.split_reason,
-        reference_tools=ref.episode.tool_sequence,
-        candidate_tools=episode.tool_sequence,
-        scores=scores,
+    result = scored_result(
+        ref,
+        model_name,
+        episode,
+        score_candidate(ref.episode, episode, text_similarity),
         stop_reason=stop_reason,
         turns=_turns(run, episode),
         calls=len(calls),
         valid_calls=sum(valid_call(c) for c in calls),
         seconds=round(seconds, 3),
-        reference_answer=ref.episode.final_answer,
-        candidate_answer=episode.final_answer,
-        reference_origin=ref.origin,
         error=error,
     )
     return result, run, episode
@@ -417,8 +459,10 @@ def _metric_block(results: list[PromptResult]) -> dict[str, Any]:
     return {"prompts": len(results), "metrics": metrics}
 
 
-def summarize(results: list[PromptResult], models: list[str]) -> dict[str, Any]:
-    """Per model: overall, per split reason and per category score blocks, plus run statistics."""
+def summarize(results: list[PromptResult], models: list[str], baseline: str | None = None) -> dict[str, Any]:
+    """Per model: overall, per split reason and per category score blocks, plus run statistics;
+    with several models, ``paired``: each other model's per-prompt differences against
+    ``baseline`` (default: the first model)."""
     out: dict[str, Any] = {}
     for model in models:
         mine = [r for r in results if r.model == model]
@@ -445,6 +489,31 @@ def summarize(results: list[PromptResult], models: list[str]) -> dict[str, Any]:
             "mean_calls": calls / len(mine) if mine else None,
             "mean_seconds": sum(r.seconds for r in mine) / len(mine) if mine else None,
         }
+    if len(models) > 1:
+        base = baseline or models[0]
+        if base not in models:
+            raise EvalError(f"baseline {base!r} is not one of the models ({', '.join(models)})")
+        out["paired"] = {
+            "baseline": base,
+            "models": {m: paired_differences(results, base, m) for m in models if m != base},
+        }
+    return out
+
+
+def paired_differences(results: list[PromptResult], a: str, b: str) -> dict[str, Any]:
+    """``b − a`` per metric over the prompts both models were scored on (paired by prompt): mean and
+    bootstrap interval of the per-prompt differences. An interval that excludes 0 is a difference
+    the prompt-to-prompt noise does not explain; comparing two separate intervals is weaker."""
+    scores_a = {r.episode_id: r.scores for r in results if r.model == a}
+    scores_b = {r.episode_id: r.scores for r in results if r.model == b}
+    out = {}
+    for name in METRICS:
+        diffs = [
+            sb[name] - sa[name]
+            for eid, sb in scores_b.items()
+            if (sa := scores_a.get(eid)) is not None and sb.get(name) is not None and sa.get(name) is not None
+        ]
+        out[name] = mean_ci(diffs)
     return out
 
 
@@ -456,12 +525,13 @@ def _split_order(reason: str) -> tuple[int, str]:
 # Writing
 
 
-def _fmt(stat: Mapping[str, Any] | None, ci: bool = True) -> str:
+def _fmt(stat: Mapping[str, Any] | None, ci: bool = True, signed: bool = False) -> str:
     if not stat or stat.get("mean") is None:
         return "–"
+    spec = "+.2f" if signed else ".2f"
     if not ci or stat.get("n", 0) < 2:
-        return f"{stat['mean']:.2f}"
-    return f"{stat['mean']:.2f} [{stat['lo']:.2f}, {stat['hi']:.2f}]"
+        return f"{stat['mean']:{spec}}"
+    return f"{stat['mean']:{spec}} [{stat['lo']:{spec}}, {stat['hi']:{spec}}]"
 
 
 def _rate(value: float | None, digits: int = 2) -> str:
@@ -544,6 +614,19 @@ def render_markdown(report: EvalReport | Mapping[str, Any], charts: Iterable[str
         ],
     ]
     out += _table(["", *models], rows)
+
+    paired_block = summary.get("paired") or {}
+    paired = paired_block.get("models") or {}
+    if paired:
+        base = paired_block.get("baseline", models[0])
+        out += ["", f"### Paired differences against `{base}`", ""]
+        out.append(
+            f"Per-prompt differences (model minus `{base}`), mean and 95 % bootstrap interval; "
+            "an interval that excludes 0 is a change the prompt-to-prompt noise does not explain."
+        )
+        out.append("")
+        rows = [[LABELS[n], *[_fmt(paired[m].get(n), signed=True) for m in paired]] for n in HEADLINE]
+        out += _table(["metric", *[f"{m} − {base}" for m in paired]], rows)
 
     out += ["", "## Trained shapes vs transfer", ""]
     out.append(
@@ -730,6 +813,72 @@ def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
 
 
 # =============================================================================================
+# Reusing an earlier report's runs
+
+
+def read_report(report_dir: Path) -> dict[str, Any]:
+    path = Path(report_dir) / "report.json"
+    if not path.is_file():
+        raise EvalError(f"{report_dir}: no report.json (not an eval report folder)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def reuse_report(
+    report_dir: Path, references: list[Reference], text_similarity: scoring.TextSimilarity | None = None
+) -> tuple[dict[str, list[Episode]], list[PromptResult]]:
+    """The runs of an earlier report's models (its ``candidates/<model>.jsonl``), scored again
+    against ``references`` with today's scorers, without running the models again: greedy runs of
+    an unchanged GGUF repeat themselves, so a baseline need not be re-run to compare a new model
+    with it. Every reference must have a run in the report with the same prompt (same split and
+    dataset). Returns (model → its candidate episodes in reference order, results)."""
+    report_dir = Path(report_dir)
+    data = read_report(report_dir)
+    episodes_of: dict[str, list[Episode]] = {}
+    results: list[PromptResult] = []
+    for model in data.get("models", []):
+        rows = [p for p in data.get("prompts", []) if p.get("model") == model]
+        path = report_dir / "candidates" / f"{_slug(model)}.jsonl"
+        if not path.is_file():
+            raise EvalError(f"{report_dir}: no candidates/{path.name} for {model}")
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(lines) != len(rows):
+            raise EvalError(f"{path}: {len(lines)} runs for {len(rows)} prompts of {model}")
+        runs = {
+            row["episode_id"]: (row, Episode.model_validate_json(line))
+            for row, line in zip(rows, lines, strict=True)
+        }
+        missing = [r.episode.episode_id for r in references if r.episode.episode_id not in runs]
+        if missing:
+            raise EvalError(
+                f"{report_dir}: {model} has no run for {len(missing)} of the {len(references)} prompts "
+                f"(first: {missing[0]}); it was made on another split or dataset"
+            )
+        mine: list[Episode] = []
+        for ref in references:
+            row, episode = runs[ref.episode.episode_id]
+            if row.get("prompt") != ref.episode.prompt:
+                raise EvalError(f"{report_dir}: {model}'s prompt for {ref.episode.episode_id} differs")
+            mine.append(episode)
+            results.append(
+                scored_result(
+                    ref,
+                    model,
+                    episode,
+                    score_candidate(ref.episode, episode, text_similarity),
+                    stop_reason=row.get("stop_reason", "unknown"),
+                    turns=int(row.get("turns", 0)),
+                    calls=int(row.get("calls", len(episode.steps))),
+                    valid_calls=int(row.get("valid_calls", 0)),
+                    seconds=float(row.get("seconds", 0.0)),
+                    run_path=row.get("run_path"),
+                    error=row.get("error"),
+                )
+            )
+        episodes_of[model] = mine
+    return episodes_of, results
+
+
+# =============================================================================================
 # Entry point
 
 
@@ -762,6 +911,9 @@ def evaluate(
     name: str | None = None,
     home: Path | None = None,
     progress: bool = True,
+    reuse: Iterable[Path] = (),
+    baseline: str | None = None,
+    outcome: str = "embedding",
 ) -> EvalReport:
     """Run the split's prompts through every model and write the report (see the module docstring).
 
@@ -769,8 +921,13 @@ def evaluate(
     ``runner``: ``run_agent``'s signature (default ``claude_rl.runtime.run_agent``); with the default
     runner each run is also written with ``runtime.write_run`` unless ``run_writer`` says otherwise.
     ``references``: skip reading the dataset; ``episodes``: where to look references up.
+    ``reuse``: earlier report folders whose models' runs are scored again and listed first
+    (``reuse_report``); ``baseline``: the model the paired differences are taken against (default:
+    the first). ``outcome``: how the behavioral reward compares answer texts (``"embedding"``,
+    all-MiniLM-L6-v2 as in training, falling back to ``"lexical"``).
     """
-    if not models:
+    reuse = [Path(r) for r in reuse]
+    if not models and not reuse:
         raise EvalError("no models to evaluate")
     home = Path(home) if home is not None else paths.home()
     stamp = datetime.now(timezone.utc)
@@ -787,7 +944,21 @@ def evaluate(
     workspace = Path(workspace) if workspace is not None else _default_workspace()
     if not workspace.is_dir():
         raise EvalError(f"workspace {workspace} is not a folder")
-    if runner is None:
+    from claude_rl.train.reward import outcome_similarity
+
+    similarity = outcome_similarity(outcome)
+    results: list[PromptResult] = []
+    reused: dict[str, list[Episode]] = {}
+    for folder in reuse:
+        episodes_of, rows = reuse_report(folder, references, similarity)
+        twice = sorted(set(episodes_of) & (set(reused) | set(models)))
+        if twice:
+            raise EvalError(f"model {', '.join(twice)} is named twice (reused and run, or reused twice)")
+        reused.update(episodes_of)
+        results += rows
+    if baseline is not None and baseline not in [*reused, *models]:
+        raise EvalError(f"baseline {baseline!r} is not one of the models ({', '.join([*reused, *models])})")
+    if runner is None and models:
         from claude_rl.runtime import run_agent
 
         runner = run_agent
@@ -799,12 +970,16 @@ def evaluate(
     out_dir = Path(out_dir) if out_dir is not None else home / "reports" / name
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    results: list[PromptResult] = []
-    notes: list[str] = []
+    notes: list[str] = (
+        [f"runs of {', '.join(reused)} reused from {', '.join(map(str, reuse))}"] if reused else []
+    )
     loaded: dict[str, Any] = {}
     candidates_dir = out_dir / "candidates"
     candidates_dir.mkdir(exist_ok=True)
-    with _progress(progress) as bar:
+    for model_name, episodes_run in reused.items():
+        text = "".join(e.model_dump_json() + "\n" for e in episodes_run)
+        (candidates_dir / f"{_slug(model_name)}.jsonl").write_text(text, encoding="utf-8")
+    with _progress(progress and bool(models)) as bar:
         task = bar.add_task("", total=len(references) * len(models))
         for model_name, model_value in models.items():
             model = _load_model(model_value, loaded, model_name)
@@ -813,7 +988,7 @@ def evaluate(
                 bar.update(task, description=f"{model_name} · {ref.category} · {ref.episode.episode_id}")
                 session_id = f"{_slug(name)}-{_slug(model_name)}-{k:04d}"
                 result, run, episode = run_prompt(
-                    ref, model_name, model, runner, workspace, agent_config, session_id
+                    ref, model_name, model, runner, workspace, agent_config, session_id, similarity
                 )
                 eval_meta = {"model": model_name, "reference": ref.episode.episode_id, "report": name}
                 episode.meta = {**(episode.meta or {}), "eval": eval_meta}
@@ -828,7 +1003,7 @@ def evaluate(
             (candidates_dir / f"{_slug(model_name)}.jsonl").write_text("".join(lines), encoding="utf-8")
             loaded.pop(model_name, None)  # a loaded GGUF is freed before the next model loads
             model = None
-    names = list(models)
+    names = [*reused, *models]
     origins = Counter(r.origin for r in references)
     if origins.get("messages"):
         notes.append(f"{origins['messages']} reference episodes were rebuilt from the dataset rows' messages")
@@ -839,7 +1014,7 @@ def evaluate(
         models=names,
         created_at=stamp.isoformat(timespec="seconds"),
         results=results,
-        summary=summarize(results, names),
+        summary=summarize(results, names, baseline),
         notes=notes,
         files={f"candidates/{_slug(m)}.jsonl": f"candidates/{_slug(m)}.jsonl" for m in names},
     )

@@ -322,3 +322,153 @@ def test_mean_ci_is_deterministic_and_brackets_the_mean():
     assert a["lo"] <= a["mean"] <= a["hi"]
     assert ev.mean_ci([]) == {"mean": None, "lo": None, "hi": None, "n": 0}
     assert ev.mean_ci([0.3]) == {"mean": 0.3, "lo": 0.3, "hi": 0.3, "n": 1}
+
+
+# --- behavioral reward, paired differences, reusing a report -------------------------------------
+
+
+def test_every_run_gets_the_rl_phase_behavioral_reward(report, references):
+    from claude_rl.train.reward import Rollout, outcome_similarity, score_rollout
+
+    rep, _, _ = report
+    perfect = [r for r in rep.results if r.model == "perfect"]
+    silent_rows = [r for r in rep.results if r.model == "silent"]
+    # imitating the reference exactly earns the whole reward, doing nothing earns none
+    assert all(r.scores[ev.REWARD] == pytest.approx(1.0, abs=1e-3) for r in perfect)
+    assert all(r.scores[ev.REWARD] == 0.0 for r in silent_rows)
+    assert rep.summary["perfect"]["overall"][ev.REWARD]["n"] == LIMIT
+    assert ev.LABELS[ev.REWARD] in ev.headline_table(rep)
+    # it is the trainer's own function of the same pair
+    lines = (rep.out_dir / "candidates" / "perfect.jsonl").read_text().splitlines()
+    for ref, line, row in zip(references, lines, perfect, strict=True):
+        candidate = Episode.model_validate_json(line)
+        expected = score_rollout(
+            ref.episode,
+            Rollout(candidate, valid_calls=len(candidate.steps)),
+            text_similarity=outcome_similarity("embedding"),
+        ).reward
+        assert row.scores[ev.REWARD] == pytest.approx(expected)
+
+
+def test_refused_calls_pay_through_the_format_guard(references):
+    from claude_rl.runtime import INVALID_CALL
+    from claude_rl.schema import Step, ToolCall
+
+    ref = next(r.episode for r in references if len(r.episode.steps) >= 2)
+    clean = ev.behavioral_reward(ref, ref)
+    bad = ToolCall(
+        name=INVALID_CALL,
+        input={"_raw": "{broken"},
+        output="<tool_use_error>the call could not be parsed</tool_use_error>",
+        is_error=True,
+        status="error",
+        source="runtime",
+    )
+    steps = [*ref.steps, Step(index=len(ref.steps), reason=None, call=bad)]
+    noisy = ref.model_copy(update={"steps": steps})
+    n = len(ref.steps)
+    assert clean == pytest.approx(1.0, abs=1e-3)
+    # the refused call is left out of the scored episode and costs exactly the format factor
+    assert ev.behavioral_reward(ref, noisy) == pytest.approx(clean * n / (n + 1))
+
+
+def test_paired_differences_against_the_first_model(report):
+    rep, _, _ = report
+    paired = rep.summary["paired"]
+    assert paired["baseline"] == "perfect" and list(paired["models"]) == ["silent"]
+    diffs = paired["models"]["silent"]
+    by_id = {(r.model, r.episode_id): r.scores for r in rep.results}
+    for name in ev.METRICS:
+        values = [
+            by_id[("silent", eid)][name] - by_id[("perfect", eid)][name]
+            for (model, eid) in by_id
+            if model == "perfect"
+            and by_id[("silent", eid)][name] is not None
+            and by_id[("perfect", eid)][name] is not None
+        ]
+        assert diffs[name]["n"] == len(values), name
+        if values:
+            assert diffs[name]["mean"] == pytest.approx(sum(values) / len(values)), name
+            assert diffs[name]["lo"] <= diffs[name]["mean"] <= diffs[name]["hi"]
+    assert diffs[ev.REWARD]["hi"] < 0  # silent is worse than perfect beyond the noise
+    md = (rep.out_dir / "report.md").read_text()
+    assert "### Paired differences against `perfect`" in md and "silent − perfect" in md
+
+
+def test_a_reused_report_is_rescored_not_rerun(report, references, tmp_path):
+    rep, _, _ = report
+
+    def never(*_a, **_k):
+        raise AssertionError("a reused model must not run")
+
+    again = ev.evaluate(
+        {},
+        references=references,
+        out_dir=tmp_path / "again",
+        runner=never,
+        reuse=[rep.out_dir],
+        progress=False,
+    )
+    assert again.models == ["perfect", "silent"]
+    old = {(r.model, r.episode_id): r for r in rep.results}
+    for r in again.results:
+        before = old[(r.model, r.episode_id)]
+        assert r.scores == pytest.approx(before.scores)
+        assert (r.stop_reason, r.turns, r.calls, r.candidate_tools) == (
+            before.stop_reason,
+            before.turns,
+            before.calls,
+            before.candidate_tools,
+        )
+    for name in ("perfect", "silent"):  # the new report carries the runs, so it can be reused too
+        copied = (tmp_path / "again" / "candidates" / f"{name}.jsonl").read_text()
+        assert copied.count("\n") == LIMIT
+    assert any("reused from" in n for n in again.notes)
+
+    # a new model runs after the reused ones; the differences are taken against the chosen baseline
+    both = ev.evaluate(
+        {"fresh": object()},
+        references=references,
+        out_dir=tmp_path / "both",
+        runner=silent,
+        reuse=[tmp_path / "again"],
+        baseline="silent",
+        progress=False,
+    )
+    assert both.models == ["perfect", "silent", "fresh"]
+    assert both.summary["paired"]["baseline"] == "silent"
+    assert both.summary["paired"]["models"]["fresh"][ev.REWARD]["mean"] == 0.0
+    assert both.summary["paired"]["models"]["perfect"][ev.REWARD]["lo"] > 0
+
+
+def test_reuse_refuses_other_prompts_twice_named_models_and_unknown_baselines(report, references, tmp_path):
+    rep, _, _ = report
+    with pytest.raises(ev.EvalError, match="another split or dataset"):
+        extra = references[0].episode.model_copy(update={"episode_id": "not-in-the-report:0"})
+        ev.evaluate(
+            {},
+            references=[*references, ev.Reference(extra, references[0].meta, "episode")],
+            out_dir=tmp_path / "a",
+            reuse=[rep.out_dir],
+            progress=False,
+        )
+    with pytest.raises(ev.EvalError, match="named twice"):
+        ev.evaluate(
+            {"silent": object()},
+            references=references,
+            out_dir=tmp_path / "b",
+            runner=silent,
+            reuse=[rep.out_dir],
+            progress=False,
+        )
+    with pytest.raises(ev.EvalError, match="baseline"):
+        ev.evaluate(
+            {},
+            references=references,
+            out_dir=tmp_path / "c",
+            reuse=[rep.out_dir],
+            baseline="x",
+            progress=False,
+        )
+    with pytest.raises(ev.EvalError, match="no report.json"):
+        ev.evaluate({}, references=references, out_dir=tmp_path / "d", reuse=[tmp_path], progress=False)

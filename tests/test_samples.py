@@ -244,6 +244,26 @@ def test_generation_is_deterministic(tmp_path):
         assert (tmp_path / rel).read_bytes() == (SAMPLES / rel).read_bytes(), rel
 
 
+def test_a_later_edition_leaves_the_earlier_sessions_byte_identical(tmp_path, monkeypatch):
+    """Templates added in a later corpus edition form their own sessions after the earlier ones, so
+    the earlier traces (and the dataset's train/test assignment of them) do not move."""
+    editions = sorted({t.edition for t in TEMPLATES})
+    assert editions[0] == 1 and len(editions) > 1
+    earlier = [t for t in TEMPLATES if t.edition < editions[-1]]
+    monkeypatch.setattr(generate, "TEMPLATES", earlier)
+    generate.generate(MANIFEST["seed"], tmp_path / "earlier")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "earlier" / "traces").glob("*.jsonl")}
+    now = {p.name: p.read_bytes() for p in (SAMPLES / "traces").glob("*.jsonl")}
+    assert before and set(before) < set(now)
+    for name, data in before.items():
+        assert now[name] == data, name
+    added = {t.name for t in TEMPLATES if t.edition == editions[-1]}
+    for name in set(now) - set(before):  # the new sessions hold only the new edition's templates
+        lines = [json.loads(line) for line in now[name].decode().splitlines()]
+        templates = {(r["payload"].get(generate.META_FIELD) or {}).get("template") for r in lines}
+        assert templates - {None} <= added, name
+
+
 # =============================================================================================
 # THE ACCEPTANCE TEST: every recorded tool call reproduces its recorded result
 

@@ -40,7 +40,7 @@ from claude_rl.samples.templates import TEMPLATES, Call, Template
 from claude_rl.schema import Episode, TraceRecord
 from claude_rl.tools.runtime import VIRTUAL_ROOT, ToolResult, Workspace, bash_env, copy_workspace, run_tool
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SEED = 7
 CHECKOUT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = CHECKOUT / "data" / "samples"
@@ -294,11 +294,15 @@ def all_samples(seed: int = DEFAULT_SEED, workspace: Path = WORKSPACE) -> list[S
 
 
 def _sessions(samples: list[Sample], seed: int) -> list[list[Sample]]:
-    """Samples shuffled (seeded) and cut into sessions of 1-3; a session never mixes splits."""
+    """Samples shuffled (seeded) and cut into sessions of 1-3; a session never mixes splits or
+    corpus editions. Editions come in order, each after the sessions of the earlier ones, so
+    templates added later leave the earlier sessions (their ids, contents and the dataset's
+    train/test assignment of them) as they were: evaluations stay comparable across editions."""
     rng = _rng(seed, "sessions")
     out: list[list[Sample]] = []
-    for split in ("train", "heldout_template"):
-        pool = [s for s in samples if s.split == split]
+    editions = sorted({s.template.edition for s in samples})
+    for edition, split in [(e, sp) for e in editions for sp in ("train", "heldout_template")]:
+        pool = [s for s in samples if s.split == split and s.template.edition == edition]
         for i in range(len(pool) - 1, 0, -1):  # Fisher-Yates on random(), stable across Python versions
             j = int(rng.random() * (i + 1))
             pool[i], pool[j] = pool[j], pool[i]

@@ -57,6 +57,7 @@ class Template:
     instances: tuple[dict[str, Any], ...]
     plan: Callable[[random.Random, dict[str, Any]], Plan]
     description: str = ""
+    edition: int = 1  # the corpus edition that added it (see claude_rl.samples.generate)
 
 
 # =============================================================================================
@@ -187,7 +188,7 @@ TEMPLATES: list[Template] = []
 
 
 def template(
-    name: str, category: str, instances: Sequence[dict[str, Any]], heldout: bool = False
+    name: str, category: str, instances: Sequence[dict[str, Any]], heldout: bool = False, edition: int = 1
 ) -> Callable[
     [Callable[[random.Random, dict[str, Any]], Plan]], Callable[[random.Random, dict[str, Any]], Plan]
 ]:
@@ -195,7 +196,7 @@ def template(
         fn: Callable[[random.Random, dict[str, Any]], Plan],
     ) -> Callable[[random.Random, dict[str, Any]], Plan]:
         doc = (fn.__doc__ or "").strip().split("\n")[0]
-        TEMPLATES.append(Template(name, category, heldout, tuple(instances), fn, doc))
+        TEMPLATES.append(Template(name, category, heldout, tuple(instances), fn, doc, edition))
         return fn
 
     return register
@@ -1143,6 +1144,176 @@ def lookup_maintenance(rng: random.Random, p: dict[str, Any]) -> Plan:
         return f"TX-1 was last inspected on **{x['done_on']}**: {x['notes']}."
 
     return Plan(prompt, calls, answer)
+
+
+_LIMITS = {
+    # (asset kind, metric): (column, label, unit, config key, alarm code, over?)
+    ("transformer", "load"): ("load_pct", "load", "%", "load_warn_pct", "LOAD_HIGH", True),
+    ("transformer", "temp"): ("temp_c", "oil temperature", "°C", "temp_warn_c", "TEMP_HIGH", True),
+    ("generator", "temp"): ("temp_c", "coolant temperature", "°C", "temp_warn_c", "TEMP_HIGH", True),
+    ("generator", "fuel"): ("fuel_pct", "fuel level", "%", "fuel_warn_pct", "FUEL_LOW", False),
+    ("ups", "battery"): ("battery_pct", "battery charge", "%", "battery_warn_pct", "BATTERY_LOW", False),
+}
+
+
+def configured_limit(result: ToolResult, section: str, key: str) -> tuple[float, int]:
+    """(value, line) of ``key`` under ``[section]`` in a Grep content result of thresholds.ini."""
+    current = ""
+    for _, n, text in grep_lines(result):
+        if text.startswith("["):
+            current = text.strip("[] ")
+        elif current == section and text.startswith(key):
+            return num(text.split("=")[1]), n
+    raise AssertionError(f"{key} not under [{section}] in:\n{result.output_text[:400]}")
+
+
+@template(
+    "limit_breaches",
+    "lookup",
+    [
+        {
+            "tag": "TX-2",
+            "metric": "load",
+            "prompt": "How many TX-2 readings went over the load warning limit, and when?",
+        },
+        {
+            "tag": "TX-2",
+            "metric": "temp",
+            "prompt": "Look up the times TX-2's oil temperature hit its warning limit.",
+        },
+        {
+            "tag": "GEN-1",
+            "metric": "fuel",
+            "prompt": "How many times was GEN-1's fuel below the warning level?",
+        },
+        {
+            "tag": "UPS-3",
+            "metric": "battery",
+            "prompt": "Look up whether UPS-3's battery charge dropped below its warning level.",
+        },
+        {
+            "tag": "TX-1",
+            "metric": "load",
+            "prompt": "How many TX-1 readings exceeded its load warning limit?",
+        },
+        {
+            "tag": "GEN-2",
+            "metric": "temp",
+            "prompt": "Query GEN-2's coolant temperatures at or above the warning limit.",
+        },
+        {
+            "tag": "TX-3",
+            "metric": "temp",
+            "prompt": "Look up TX-3's oil temperature readings over its warning limit.",
+        },
+    ],
+    edition=2,
+)
+def limit_breaches(rng: random.Random, p: dict[str, Any]) -> Plan:
+    """Readings past a configured warning limit: schema + limit in parallel, the breaches, (alarms)."""
+    tag, metric = p["tag"], p["metric"]
+    kind = _KIND[tag.split("-")[0]]
+    col, label, unit, key, code, over = _LIMITS[(kind, metric)]
+    op = ">=" if over else "<"
+    # the controller's alarms are worth a look only where there is something to check them against
+    check_alarms = rng.random() < 0.7
+
+    def breaches(r: Results) -> dict[str, Any]:
+        limit, _ = configured_limit(r[1], kind, key)
+        query = (
+            f"SELECT COUNT(*) OVER () AS total, r.taken_at, r.{col} FROM readings r JOIN assets a ON a.id = "
+            f"r.asset_id WHERE a.tag = '{tag}' AND r.{col} {op} {fmt(limit)} ORDER BY r.{col} "
+            f"{'DESC' if over else 'ASC'}, r.taken_at LIMIT 6;"
+        )
+        return sql(query, f"{tag} readings {'at or over' if over else 'under'} the {label} warning limit")
+
+    calls = [
+        Call(
+            "Grep",
+            schema_of("readings", 7),
+            pick(
+                rng,
+                [
+                    "I need the readings columns and the configured limit; fetching both at once.",
+                    f"Two lookups first, in parallel: the readings table and the {kind} section's `{key}`.",
+                ],
+            ),
+            keep_reason=True,
+        ),
+        Call(
+            "Grep", grep(f"^\\[|{key}", "config/thresholds.ini", output_mode="content"), None, parallel=True
+        ),
+        Call(
+            "Bash",
+            breaches,
+            f"Counting the readings {'at or over' if over else 'under'} the limit, worst first.",
+            expect="any",
+        ),
+    ]
+    if check_alarms:
+        alarms_q = (
+            "SELECT al.raised_at, al.severity, al.message, al.cleared_at FROM alarms al JOIN assets a "
+            f"ON a.id = al.asset_id WHERE a.tag = '{tag}' AND al.code = '{code}' ORDER BY al.raised_at;"
+        )
+        calls.append(
+            Call(
+                "Bash",
+                sql(alarms_q, f"{code} alarms of {tag}"),
+                "Did the field controller raise alarms for them?",
+                expect="any",
+            )
+        )
+
+    def answer(r: Results) -> str:
+        limit, line = configured_limit(r[1], kind, key)
+        found = rows(r[2])
+        total = int(found[0]["total"]) if found else 0
+        where = f"`{key} = {fmt(limit)}` in `[{kind}]`, `config/thresholds.ini:{line}`"
+        if not total:
+            text = (
+                f"**None.** No {tag} reading {'reached' if over else 'fell below'} the "
+                f"{fmt(limit)} {unit} {label} warning limit ({where})."
+            )
+        else:
+            text = (
+                f"**{total} of {tag}'s readings {'was' if total == 1 else 'were'} "
+                f"{'at or over' if over else 'below'} the "
+                f"{fmt(limit)} {unit} {label} warning limit** ({where})"
+            )
+            text += (
+                ":\n\n"
+                if total <= len(found)
+                else f"; the {len(found)} {'highest' if over else 'lowest'}:\n\n"
+            )
+            text += table(
+                ["Reading", label.capitalize()], [(hm(x["taken_at"]), f"{x[col]} {unit}") for x in found]
+            )
+        if check_alarms:
+            alarms = rows(r[3])
+            if alarms:
+                text += (
+                    f"\n\nThe field controller raised {len(alarms)} {code} "
+                    f"alarm{'s' if len(alarms) != 1 else ''} for {tag}:\n\n"
+                    + table(
+                        ["Raised", "Severity", "Message", "Cleared"],
+                        [
+                            (hm(a["raised_at"]), a["severity"], a["message"], hm(a["cleared_at"]) or "open")
+                            for a in alarms
+                        ],
+                    )
+                )
+                if total and len(alarms) != total:
+                    text += (
+                        f"\n\n{len(alarms)} alarm{'s' if len(alarms) != 1 else ''} against {total} "
+                        "readings past the limit: compare the raised and cleared times with the readings."
+                    )
+            else:
+                text += f" The field controller raised no {code} alarm for {tag}" + (
+                    " either." if not total else ", so these readings went unalarmed."
+                )
+        return text
+
+    return Plan(p["prompt"], calls, answer)
 
 
 # =============================================================================================
@@ -2202,6 +2373,100 @@ def debug_missing_warning(rng: random.Random, p: dict[str, Any]) -> Plan:
         return text
 
     return Plan(prompt, calls, answer)
+
+
+_KIND_NAME = {"transformer": "transformer", "generator": "generator", "ups": "UPS"}
+_FLAG_LIMITS = {  # asset kind: (first line, line count) of its section in config/thresholds.ini
+    "transformer": (4, 5),
+    "generator": (10, 6),
+    "ups": (17, 4),
+}
+
+
+@template(
+    "explain_flag",
+    "explain",
+    [
+        {
+            "tag": "GEN-1",
+            "day": "2026-03-08",
+            "field": "fuel",
+            "prompt": "Explain the FUEL_LOW warnings python3 -m app.alarms prints for GEN-1 on 2026-03-08.",
+        },
+        {
+            "tag": "GEN-1",
+            "day": "2026-03-09",
+            "field": "fuel",
+            "prompt": "Explain where GEN-1's warnings in app.alarms on 2026-03-09 come from.",
+        },
+        {
+            "tag": "UPS-3",
+            "day": "2026-03-08",
+            "field": "battery",
+            "prompt": "Explain why app.alarms flags UPS-3 on 2026-03-08.",
+        },
+        {
+            "tag": "UPS-3",
+            "day": "2026-03-08",
+            "field": "battery",
+            "prompt": "Check what app.alarms says about UPS-3 on 2026-03-08 and explain any flag.",
+        },
+        {
+            "tag": "GEN-1",
+            "day": "2026-03-09",
+            "field": "fuel",
+            "prompt": "Describe why python3 -m app.alarms GEN-1 2026-03-09 shows warnings.",
+        },
+    ],
+    edition=2,
+)
+def explain_flag(rng: random.Random, p: dict[str, Any]) -> Plan:
+    """Why the evaluator flags a reading: reproduce, then the limits and the rule side by side."""
+    tag, day, field_ = p["tag"], p["day"], p["field"]
+    kind = _KIND[tag.split("-")[0]]
+    start, count = _FLAG_LIMITS[kind]
+    calls = [
+        Call(
+            "Bash",
+            bash(f"python3 -m app.alarms {tag} {day}", f"Evaluate {tag} readings on {day}"),
+            pick(rng, ["Reproduce it first.", "Run the evaluator for that day to see the flags."]),
+        ),
+        Call(
+            "Read",
+            read("config/thresholds.ini", start, count),
+            f"Now the {_KIND_NAME[kind]} limits it compares with, and the rule that uses them.",
+        ),
+        Call("Grep", grep(field_, "app/alarms.py", output_mode="content"), None, parallel=True),
+    ]
+
+    def answer(r: Results) -> str:
+        out = [ln for ln in r[0].output_text.split("\n") if ln.strip()]
+        flagged = [ln for ln in out if not ln.endswith(" ok")]
+        key = f"{field_}_warn_pct"
+        limit = num(next(ln.split("=")[1] for ln in r[1].output_text.split("\n") if key in ln))
+        limit_line = line_of(r[1], key)
+        rule = next((n, t.strip()) for _, n, t in grep_lines(r[2]) if t.strip().startswith(f"if {field_}"))
+        values = [re.search(rf"{field_} ([\d.]+)%", ln) for ln in flagged]
+        body = [
+            (ln[:16][5:], f"{m.group(1)} %" if m else "?", ln.split("  ")[-1].split(":")[0])
+            for ln, m in zip(flagged, values, strict=True)
+        ]
+        text = (
+            f"**{len(flagged)} of {tag}'s {len(out)} readings on {day} "
+            f"{'is' if len(flagged) == 1 else 'are'} flagged, by the {field_} rule:**\n\n"
+            + table(["Reading", field_.capitalize(), "Flag"], body)
+            + f"\n\nThe rule is `app/alarms.py:{rule[0]}`: `{rule[1]}` raises a warning when {field_} drops "
+            f"below `{key}`, which is {fmt(limit)} % for a {_KIND_NAME[kind]} "
+            f"(`config/thresholds.ini:{limit_line}`). "
+        )
+        lowest = min(num(m.group(1)) for m in values if m)
+        text += (
+            f"The lowest reading was {fmt(lowest)} %, {fmt(limit - lowest)} points under the limit, so the "
+            "flag is correct: it is a warning only; there is no critical level for it."
+        )
+        return text
+
+    return Plan(p["prompt"], calls, answer)
 
 
 _ALARM_SCHEMA = grep("CREATE TABLE (alarms|maintenance)", "db/schema.sql", output_mode="content", A=7)

@@ -293,6 +293,24 @@ class EmbeddingSimilarity:
 
 _outcome_similarity: TextSimilarity | None = None
 _outcome_mode = "lexical"
+_embedding: EmbeddingSimilarity | None = None
+
+
+def outcome_similarity(mode: str = "embedding") -> TextSimilarity | None:
+    """The answer-text similarity of ``mode`` without changing what the reward functions use: the
+    shared all-MiniLM-L6-v2 scorer (loaded once per process) for ``"embedding"`` when the package
+    is installed, else None, which means the scorers' lexical token F1."""
+    global _embedding
+    if mode not in ("embedding", "lexical"):
+        raise ValueError(f"outcome similarity {mode!r}: expected embedding or lexical")
+    if mode == "lexical":
+        return None
+    path = embedding_model_path()
+    if path is None:
+        return None
+    if _embedding is None:
+        _embedding = EmbeddingSimilarity(path)
+    return _embedding
 
 
 def use_outcome_similarity(mode: str = "embedding") -> str:
@@ -300,14 +318,7 @@ def use_outcome_similarity(mode: str = "embedding") -> str:
     falls back to lexical when the package is missing) or ``"lexical"`` (token F1). Returns the
     mode now in effect."""
     global _outcome_similarity, _outcome_mode
-    if mode not in ("embedding", "lexical"):
-        raise ValueError(f"outcome similarity {mode!r}: expected embedding or lexical")
-    chosen: TextSimilarity | None = None
-    if mode == "embedding":
-        path = embedding_model_path()
-        if path is not None:
-            chosen = _outcome_similarity if isinstance(_outcome_similarity, EmbeddingSimilarity) else None
-            chosen = chosen or EmbeddingSimilarity(path)
+    chosen = outcome_similarity(mode)
     _outcome_similarity = chosen
     _outcome_mode = "embedding" if chosen is not None else "lexical"
     _scores.clear()
