@@ -13,7 +13,11 @@ fixed seed, percentile method) of every score over the prompts where it applies,
 category, and per split reason: ``hash`` rows are held-out instances of task shapes the model
 trained on, ``heldout_template`` rows are task shapes it never saw (transfer). Also stop reasons,
 the valid-call rate (calls whose input the tools accepted: not a ``<tool_use_error>``) and the
-mean number of turns.
+mean number of turns. Each run is also scored with the RL phase's behavioral reward
+(``behavioral_reward``: ``claude_rl.train.reward.score_rollout``), and with several models the
+summary holds ``paired``: every other model's per-prompt differences against a baseline (the first
+model by default), with bootstrap intervals. ``reuse`` takes the runs of an earlier report's
+models and scores them again instead of running those models (``reuse_report``).
 
 Output, in ``out_dir`` (default ``<home>/reports/<name>/``): ``report.json`` (everything, per-prompt
 rows included), ``report.md`` (headline table with the models side by side, trained shapes vs

@@ -472,3 +472,26 @@ def test_reuse_refuses_other_prompts_twice_named_models_and_unknown_baselines(re
         )
     with pytest.raises(ev.EvalError, match="no report.json"):
         ev.evaluate({}, references=references, out_dir=tmp_path / "d", reuse=[tmp_path], progress=False)
+
+
+def test_cli_compares_reused_runs_without_running_a_model(report, dataset, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from claude_rl.cli import app
+
+    rep, _, _ = report
+    home = tmp_path / "home"
+    (home / "datasets").mkdir(parents=True)
+    (home / "datasets" / rep.dataset).symlink_to(dataset, target_is_directory=True)
+    monkeypatch.setenv("CLAUDE_RL_HOME", str(home))
+    out = tmp_path / "cli-report"
+    args = ["eval", "--models", "none", "--reuse", str(rep.out_dir), "--baseline", "silent"]
+    result = CliRunner().invoke(app, [*args, "--limit", str(LIMIT), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "behavioral reward" in result.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["models"] == ["perfect", "silent"]
+    assert data["summary"]["paired"]["baseline"] == "silent"
+    assert data["summary"]["paired"]["models"]["perfect"][ev.REWARD]["mean"] > 0.9
+    bad = CliRunner().invoke(app, ["eval", "--models", "none", "--reuse", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 1 and "no report.json" in " ".join(bad.output.split())
