@@ -43,7 +43,7 @@ install-export: $(VENV)/.export
 # The whole path on the embedded default model: sample corpus -> dataset -> SFT -> GGUF export
 # (with parity checks) -> evaluation of the base model vs the trained one on the held-out split,
 # ending with the report's headline table. Training uses configs/sft-cpu-demo.yaml (three passes over
-# the corpus; `make train` is one pass): ~60 minutes on 2 CPU cores (training ~43, export <1, eval ~15).
+# the corpus; `make train` is one pass): ~75 minutes on 2 CPU cores (training ~53, export <1, eval ~17).
 demo: $(VENV)/.train $(VENV)/.export
 	$(PY) -m claude_rl capture --demo
 	$(PY) -m claude_rl train --phase sft --config configs/sft-cpu-demo.yaml --no-eval-first-tool
