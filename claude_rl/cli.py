@@ -855,7 +855,9 @@ def eval_cmd(
 
     reuse = list(reuse or [])
     try:
-        specs = [] if models.strip() in ("", "none") and reuse else resolve_models(models, quant=quant)
+        if models.strip() in ("", "none") and not reuse:
+            raise EvalError("--models none evaluates only reused runs: name a report with --reuse")
+        specs = [] if models.strip() in ("", "none") else resolve_models(models, quant=quant)
         folder, max_tool_tokens = trained_dataset(specs)
         if folder is None and reuse:  # the dataset the reused report was made on
             folder = paths.home() / "datasets" / read_report(reuse[0])["dataset"]

@@ -495,3 +495,5 @@ def test_cli_compares_reused_runs_without_running_a_model(report, dataset, tmp_p
     assert data["summary"]["paired"]["models"]["perfect"][ev.REWARD]["mean"] > 0.9
     bad = CliRunner().invoke(app, ["eval", "--models", "none", "--reuse", str(tmp_path / "nowhere")])
     assert bad.exit_code == 1 and "no report.json" in " ".join(bad.output.split())
+    alone = CliRunner().invoke(app, ["eval", "--models", "none"])
+    assert alone.exit_code == 1 and "--reuse" in " ".join(alone.output.split())
