@@ -350,9 +350,10 @@ def test_every_run_gets_the_rl_phase_behavioral_reward(report, references):
         assert row.scores[ev.REWARD] == pytest.approx(expected)
 
 
-def test_refused_calls_pay_through_the_format_guard(references):
+def test_refused_calls_pay_the_invalid_call_penalty(references):
     from claude_rl.runtime import INVALID_CALL
     from claude_rl.schema import Step, ToolCall
+    from claude_rl.train.reward import RewardSettings
 
     ref = next(r.episode for r in references if len(r.episode.steps) >= 2)
     clean = ev.behavioral_reward(ref, ref)
@@ -366,10 +367,9 @@ def test_refused_calls_pay_through_the_format_guard(references):
     )
     steps = [*ref.steps, Step(index=len(ref.steps), reason=None, call=bad)]
     noisy = ref.model_copy(update={"steps": steps})
-    n = len(ref.steps)
     assert clean == pytest.approx(1.0, abs=1e-3)
-    # the refused call is left out of the scored episode and costs exactly the format factor
-    assert ev.behavioral_reward(ref, noisy) == pytest.approx(clean * n / (n + 1))
+    # the refused call is left out of the scored episode and costs exactly the invalid-call penalty
+    assert ev.behavioral_reward(ref, noisy) == pytest.approx(clean - RewardSettings().invalid_call_penalty)
 
 
 def test_paired_differences_against_the_first_model(report):

@@ -183,11 +183,15 @@ def test_malformed_tool_call_text_does_not_pay():
     malformed = [{"role": "assistant", "content": f"Let me query.\n{broken}\n</tool_call>"}]
     rollout = R.rollout_from_completion(malformed)
     assert rollout.valid_calls == 0 and rollout.invalid_calls == 1
-    assert total(ref, malformed) == 0.0
-    # valid calls with a malformed one among them: less than the same calls without it
+    # the same words without the broken call, less the penalty: the call itself earns nothing
+    said = [{"role": "assistant", "content": "Let me query.\n\n"}]
+    assert total(ref, malformed) == pytest.approx(total(ref, said) - 0.1)
+    assert total(ref, malformed) < total(ref, said)
+    # valid calls with a malformed one among them: less than the same calls without it, by the penalty
     good = completion(ref)
     mixed = [dict(good[0], content=good[0]["content"] + "\n" + broken + "</tool_call>"), *good[1:]]
     assert total(ref, mixed) < total(ref, good)
+    assert R._scored(ref.model_dump_json(), None, mixed).penalty == pytest.approx(0.1)
     # a call to a tool the prompt does not offer, and one the trainer could not run
     unknown = [
         {
@@ -199,7 +203,51 @@ def test_malformed_tool_call_text_does_not_pay():
         {"role": "assistant", "content": ANSWER},
     ]
     assert R.rollout_from_completion(unknown).invalid_calls == 1
-    assert total(ref, unknown) == 0.0
+    answer_only = [{"role": "assistant", "content": ANSWER}]
+    assert total(ref, unknown) < total(ref, answer_only)
+    # the penalty is per call: two malformed calls cost twice one
+    twice = [dict(good[0], content=good[0]["content"] + ("\n" + broken + "</tool_call>") * 2), *good[1:]]
+    assert R._scored(ref.model_dump_json(), None, twice).penalty == pytest.approx(0.2)
+    assert total(ref, twice) < total(ref, mixed)
+
+
+def test_a_malformed_call_costs_the_same_however_many_calls_surround_it():
+    """The earlier guard scaled the reward by the valid share, so a rollout risking fewer calls
+    (skipping the schema read) paid: the cost of a malformed call must not depend on the others."""
+    ref = reference()
+    broken = '<tool_call>\n{"name": "Read", "arguments": {"file_path": '
+    good = completion(ref)
+    no_schema = completion(with_steps(ref, steps_of(ref)[1:]))
+    assert total(ref, no_schema) < total(ref, good)  # dropping the schema read costs
+    with_bad = [dict(good[0], content=good[0]["content"] + "\n" + broken), *good[1:]]
+    no_schema_bad = [dict(no_schema[0], content=no_schema[0]["content"] + "\n" + broken), *no_schema[1:]]
+    for bad in (with_bad, no_schema_bad):
+        assert R._scored(ref.model_dump_json(), None, bad).penalty == pytest.approx(0.1)
+    # the parts score the words around the call too; the guard's cost is the same 0.1 in both
+    unguarded = R.RewardSettings(invalid_call_penalty=0.0)
+    for clean, bad in ((good, with_bad), (no_schema, no_schema_bad)):
+        assert total(ref, bad, unguarded) - total(ref, bad) == pytest.approx(0.1)
+        assert total(ref, bad) < total(ref, clean)
+    # so with one malformed call each, the whole workflow still beats the one without the schema read
+    assert total(ref, with_bad) > total(ref, no_schema_bad)
+
+
+def test_repeating_a_call_whose_result_is_in_hand_does_not_pay():
+    ref = reference()
+    s = steps_of(ref)
+    looped = with_steps(ref, [*s[:2], s[1], s[1], *s[2:]])
+    assert R.repeated_calls(looped) == 2
+    assert R._scored(ref.model_dump_json(), None, completion(looped)).repeated_calls == 2
+    assert total(ref, completion(looped)) < total(ref, completion(ref))
+    once = with_steps(ref, [*s[:2], s[1], *s[2:]])
+    assert total(ref, completion(looped)) < total(ref, completion(once)) < total(ref, completion(ref))
+    # a retry after a failure is not a repeat, nor a call run again after an edit
+    failed = call("Bash", {"command": QUERY}, "Error: no such column: kind", error=True)
+    assert R.repeated_calls(with_steps(ref, [(failed, None), (failed, None)])) == 0
+    edit = call("Edit", {"file_path": f"{ROOT}/app/x.py", "old_string": "a", "new_string": "b"}, "ok")
+    assert R.repeated_calls(with_steps(ref, [s[1], (edit, None), s[1]])) == 0
+    # the reference's own repeats are allowed: it still scores 1.0
+    assert total(looped, completion(looped)) == pytest.approx(1.0)
 
 
 def test_calling_many_tools_blindly_does_not_pay():
@@ -213,7 +261,7 @@ def test_calling_many_tools_blindly_does_not_pay():
     ]
     blind = with_steps(ref, blind_calls)
     scored = R._scored(ref.model_dump_json(), None, completion(blind))
-    assert scored.valid_calls == 10 and scored.call_factor < 1.0
+    assert scored.valid_calls == 10 and scored.call_factor < 1.0 and scored.repeated_calls == 0
     focused = total(ref, completion(ref))
     assert total(ref, completion(blind)) < 0.6 * focused
     # more blind calls never help
@@ -276,7 +324,7 @@ def test_a_rollout_without_failures_is_not_docked_for_the_self_correction_part()
     )
     ref = reference()
     retried = with_steps(ref, [*steps_of(ref)[:1], (failed, "Query."), (ASK, "Retry."), *steps_of(ref)[2:]])
-    clean = with_steps(ref, [*steps_of(ref)[:1], (ASK, "Query."), (ASK, "Retry."), *steps_of(ref)[2:]])
+    clean = with_steps(ref, [*steps_of(ref)[:1], (ASK, "Query."), *steps_of(ref)[2:]])
     assert parts(ref, completion(clean))["self_correction"] is None
     assert parts(ref, completion(retried))["self_correction"] == 1.0
     assert total(ref, completion(clean)) >= total(ref, completion(retried)) - 0.05

@@ -540,6 +540,8 @@ def build_trainer(
         weights={p: float(cfg.reward.weights.get(p, 0.0)) for p in PARTS},
         call_budget_factor=cfg.reward.call_budget_factor,
         call_budget_slack=cfg.reward.call_budget_slack,
+        invalid_call_penalty=cfg.reward.invalid_call_penalty,
+        repeated_call_penalty=cfg.reward.repeated_call_penalty,
     )
     reward_funcs = [make_behavioral_reward(settings, cfg.num_generations, log)] + [
         PART_FUNCTIONS[p] for p in PARTS

@@ -47,6 +47,18 @@ class RewardConfig(BaseModel):
         "call_budget_slack; beyond it the reward is multiplied by budget / calls (blind calls do not pay).",
     )
     call_budget_slack: int = Field(2, ge=0, description="Extra calls allowed on top of the budget factor.")
+    invalid_call_penalty: float = Field(
+        0.1,
+        ge=0.0,
+        description="Taken off the reward for each invalid call (unparsed call text, a tool the prompt does "
+        "not offer, a call the trainer could not run): malformed calls never pay.",
+    )
+    repeated_call_penalty: float = Field(
+        0.05,
+        ge=0.0,
+        description="Taken off the reward for each call identical to an earlier one that succeeded (no edit "
+        "between), beyond the reference's own repeats: looping on a result already in hand does not pay.",
+    )
 
     @model_validator(mode="after")
     def _known_parts(self) -> RewardConfig:

@@ -30,13 +30,22 @@ string that is parsed with ``chat_format.parse_tool_calls``. Every part reuses t
 with the configured weights, renormalized over the parts that apply (``scoring.weighted_sum``),
 so that a completion is not paid or docked for a part that happens not to apply to it (a rollout
 without a failed call must not lose the 15 % of self-correction to one that failed and retried),
-then multiplied by two guard factors against reward hacking:
+then guarded against reward hacking:
 
-- format: ``valid / (valid + invalid)`` tool calls, where invalid are tool-call text that did not
+- call budget (a factor): ``min(1, budget / calls)`` with ``budget = call_budget_factor ×
+  reference calls + call_budget_slack``: calling many tools blindly costs on top of the sequence
+  similarity.
+- format (a penalty): ``invalid_call_penalty`` for each invalid call: tool-call text that did not
   parse (broken JSON, a truncated call), calls to tools the prompt does not offer, and calls the
-  trainer could not run. Malformed calls with no valid one earn 0.
-- call budget: ``min(1, budget / calls)`` with ``budget = call_budget_factor × reference calls +
-  call_budget_slack``: calling many tools blindly costs on top of the sequence similarity.
+  trainer could not run. A malformed call never pays: it adds nothing to any part and costs the
+  penalty. The penalty is per call, not a share of the reward (an earlier version multiplied the
+  reward by the valid share: one malformed call in four cost a quarter of everything, so making
+  fewer calls, schema reads included, was the cheap way up; measured, README "RL phase").
+- repeats (a penalty): ``repeated_call_penalty`` for each call identical (tool and input) to an
+  earlier call that succeeded with no edit between, beyond the repeats the reference makes itself:
+  its result was already in hand (the looping that ends runs on ``repeated_call``).
+
+The total can be below 0 where the penalties outweigh the parts.
 
 Padding the reasoning is handled by ``reasoning_depth`` and the constraint precision above. Doing
 nothing earns 0 (the scorers give 0 to an empty candidate on every part that applies).
@@ -60,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_rl import scoring
-from claude_rl.schema import Episode, Provenance, Step, ToolCall
+from claude_rl.schema import MUTATING_TOOLS, Episode, Provenance, Step, ToolCall, normalize_tool_name
 from claude_rl.scoring import (
     TRAINER_ERROR,
     call_arguments,
@@ -108,6 +117,8 @@ class RewardSettings:
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     call_budget_factor: float = 2.0
     call_budget_slack: int = 2
+    invalid_call_penalty: float = 0.1
+    repeated_call_penalty: float = 0.05
 
 
 # =============================================================================================
@@ -338,10 +349,11 @@ def outcome_mode() -> str:
 class Scored:
     parts: dict[str, float | None]
     reward: float
-    format_factor: float
     call_factor: float
     valid_calls: int
     invalid_calls: int
+    repeated_calls: int = 0
+    penalty: float = 0.0
 
 
 def _stated_kinds(features: scoring.Features) -> set[Any]:
@@ -387,14 +399,29 @@ def score_parts(
     }
 
 
-def guard_factors(reference: Episode, rollout: Rollout, settings: RewardSettings) -> tuple[float, float]:
-    """(format factor, call-budget factor), each in [0, 1]."""
-    attempts = rollout.valid_calls + rollout.invalid_calls
-    format_factor = rollout.valid_calls / attempts if attempts else 1.0
+def call_budget_factor(reference: Episode, rollout: Rollout, settings: RewardSettings) -> float:
+    """``min(1, budget / valid calls)``: 1 within the budget, less beyond it."""
     budget = settings.call_budget_factor * len(reference.steps) + settings.call_budget_slack
     calls = rollout.valid_calls
-    call_factor = min(1.0, budget / calls) if calls > budget else 1.0
-    return format_factor, call_factor
+    return min(1.0, budget / calls) if calls > budget else 1.0
+
+
+def repeated_calls(episode: Episode) -> int:
+    """Calls identical (tool and input) to an earlier call of ``episode`` that succeeded, with no
+    edit in between (an edit may change what the same call returns: "test, fix, test again")."""
+    succeeded: set[str] = set()
+    repeats = 0
+    for step in episode.steps:
+        call = step.call
+        if normalize_tool_name(call.name) in MUTATING_TOOLS:
+            succeeded.clear()
+            continue
+        key = call.name + "\0" + json.dumps(call.input, sort_keys=True, default=str)
+        if key in succeeded:
+            repeats += 1
+        elif call.status == "ok":
+            succeeded.add(key)
+    return repeats
 
 
 def score_rollout(
@@ -404,14 +431,18 @@ def score_rollout(
     text_similarity: TextSimilarity | None = None,
     parts: dict[str, float | None] | None = None,
 ) -> Scored:
-    """Parts (computed unless given), guard factors and the total reward of one rollout."""
+    """Parts (computed unless given), guards and the total reward of one rollout."""
     settings = settings or RewardSettings()
     if parts is None:
         parts = score_parts(reference, rollout.episode, text_similarity)
-    format_factor, call_factor = guard_factors(reference, rollout, settings)
-    total = scoring.weighted_sum(parts, settings.weights) * format_factor * call_factor
+    call_factor = call_budget_factor(reference, rollout, settings)
+    repeats = max(0, repeated_calls(rollout.episode) - repeated_calls(reference))
+    penalty = settings.invalid_call_penalty * rollout.invalid_calls + settings.repeated_call_penalty * repeats
+    total = scoring.weighted_sum(parts, settings.weights) * call_factor - penalty
     total = total if math.isfinite(total) else 0.0
-    return Scored(dict(parts), total, format_factor, call_factor, rollout.valid_calls, rollout.invalid_calls)
+    return Scored(
+        dict(parts), total, call_factor, rollout.valid_calls, rollout.invalid_calls, repeats, penalty
+    )
 
 
 # --- per-completion cache shared by the six trainer functions --------------------------------
@@ -585,8 +616,9 @@ def make_behavioral_reward(
     log: RewardLog | None = None,
 ) -> Callable[..., list[float]]:
     """The reward GRPOTrainer optimizes: the weighted parts (renormalized over those that apply)
-    times the guard factors. With ``num_generations`` it counts the groups (consecutive completions
-    of one prompt) whose rewards are all equal: GRPO's advantage is 0 there, so they teach nothing.
+    times the call-budget factor, less the invalid- and repeated-call penalties. With
+    ``num_generations`` it counts the groups (consecutive completions of one prompt) whose rewards
+    are all equal: GRPO's advantage is 0 there, so they teach nothing.
     Each call appends the batch's statistics to ``log`` and reports them with ``log_metric``."""
     settings = settings or RewardSettings()
     unknown = set(settings.weights) - set(PARTS)
@@ -610,9 +642,10 @@ def make_behavioral_reward(
             values = [s.parts[name] for s in scored if s.parts[name] is not None]
             entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std(values)
             entry[f"{name}_applies"] = len(values)
-        entry["format_factor_mean"] = _mean_std([s.format_factor for s in scored])[0]
         entry["call_factor_mean"] = _mean_std([s.call_factor for s in scored])[0]
+        entry["penalty_mean"] = _mean_std([s.penalty for s in scored])[0]
         entry["invalid_calls"] = sum(s.invalid_calls for s in scored)
+        entry["repeated_calls"] = sum(s.repeated_calls for s in scored)
         entry["valid_calls"] = sum(s.valid_calls for s in scored)
         sources: dict[str, int] = {}
         for env in environments:
@@ -632,9 +665,10 @@ def make_behavioral_reward(
             log.batches.append(entry)
         log_metric = kwargs.get("log_metric")
         if callable(log_metric):
-            log_metric("guards/format_factor", entry["format_factor_mean"])
             log_metric("guards/call_budget_factor", entry["call_factor_mean"])
+            log_metric("guards/penalty", entry["penalty_mean"])
             log_metric("guards/invalid_calls", float(entry["invalid_calls"]))
+            log_metric("guards/repeated_calls", float(entry["repeated_calls"]))
             if "zero_spread_groups" in entry:
                 log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
             for source in ("replay", "sandbox", "refused"):
