@@ -67,6 +67,22 @@ def test_every_preset_validates_and_maps_onto_trl(path):
         assert any("CUDA" in p for p in check_runnable(cfg, False))
 
 
+def test_micro_batches_split_one_generated_batch():
+    import trl
+
+    cfg = load_grpo_config(None, ["prompts_per_step=3", "num_generations=4", "micro_batch_size=4"])
+    assert cfg.passes_per_batch == 3
+    args = trl.GRPOConfig(**to_grpo_kwargs(cfg, True, output_dir="/tmp/unused"), reward_weights=[1.0] * 6)
+    # twelve rollouts generated at once, three passes of four, one optimizer step
+    assert args.generation_batch_size == 12 and args.per_device_train_batch_size == 4
+    assert args.steps_per_generation == 3 and args.gradient_accumulation_steps == 3
+    whole = load_grpo_config(None, ["prompts_per_step=3", "num_generations=4"])
+    kwargs = to_grpo_kwargs(whole, True, output_dir="/tmp/unused")
+    assert kwargs["per_device_train_batch_size"] == 12 and kwargs["gradient_accumulation_steps"] == 1
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        load_grpo_config(None, ["prompts_per_step=3", "num_generations=4", "micro_batch_size=5"])
+
+
 def test_cpu_default_is_sized_for_twenty_minutes():
     cfg = load_grpo_config(DEFAULT_GRPO_CONFIG)
     text = DEFAULT_GRPO_CONFIG.read_text()

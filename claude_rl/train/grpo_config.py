@@ -128,7 +128,15 @@ class GRPORunConfig(BaseModel):
         "a denser signal than one.",
     )
     gradient_accumulation_steps: int = Field(
-        1, ge=1, description="Forward passes per optimizer step; each generates its own batch of rollouts."
+        1, ge=1, description="Generated batches per optimizer step (each prompts_per_step x num_generations)."
+    )
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Rollouts per forward/backward pass; a generated batch is split into passes of this many "
+        "(must divide prompts_per_step x num_generations). Lowers peak memory: without gradient "
+        "checkpointing every layer's attention of the whole batch is kept for the backward pass. "
+        "None: the whole batch in one pass.",
     )
     max_completion_length: int = Field(
         384,
@@ -219,6 +227,11 @@ class GRPORunConfig(BaseModel):
     def rollouts_per_step(self) -> int:
         return self.prompts_per_step * self.num_generations
 
+    @computed_field(description="Forward/backward passes per generated batch.")
+    @property
+    def passes_per_batch(self) -> int:
+        return self.rollouts_per_step // (self.micro_batch_size or self.rollouts_per_step)
+
     @computed_field(description="True when the run cannot work without CUDA (QLoRA, bf16/fp16, device cuda).")
     @property
     def requires_cuda(self) -> bool:
@@ -233,6 +246,11 @@ class GRPORunConfig(BaseModel):
                 )
         if not self.lora.enabled:
             raise ValueError("lora.enabled must be true: the KL term uses the SFT model under the adapter")
+        if self.micro_batch_size is not None and self.rollouts_per_step % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size ({self.micro_batch_size}) must divide prompts_per_step x num_generations "
+                f"({self.rollouts_per_step})"
+            )
         return self
 
 
@@ -291,8 +309,11 @@ def to_grpo_kwargs(cfg: GRPORunConfig, cpu: bool, output_dir: Path | str | None 
         "bf16": bf16,
         "fp16": fp16,
         checkpointing_arg(): checkpointing,
-        "per_device_train_batch_size": cfg.rollouts_per_step,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        # One generated batch of rollouts_per_step, split into passes_per_batch forward/backward
+        # passes; gradient_accumulation_steps of those batches make an optimizer step.
+        "per_device_train_batch_size": cfg.rollouts_per_step // cfg.passes_per_batch,
+        "steps_per_generation": cfg.passes_per_batch,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps * cfg.passes_per_batch,
         "num_generations": cfg.num_generations,
         "max_completion_length": cfg.max_completion_length,
         "max_tool_calling_iterations": cfg.max_tool_calling_iterations,
