@@ -341,7 +341,7 @@ def behavioral_reward(
 ) -> float:
     """The RL phase's behavioral reward of a run (``claude_rl.train.reward.score_rollout``, the
     seed's weights and guards): calls the tools refused (malformed, unknown tool, bad input) count
-    as invalid for the format guard and are left out of the scored episode, as in training."""
+    as invalid (the invalid-call penalty) and are left out of the scored episode, as in training."""
     from claude_rl.train.reward import Rollout, score_rollout
 
     kept = [s for s in candidate.steps if valid_call(s.call)]
