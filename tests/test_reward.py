@@ -241,6 +241,9 @@ def test_repeating_a_call_whose_result_is_in_hand_does_not_pay():
     assert total(ref, completion(looped)) < total(ref, completion(ref))
     once = with_steps(ref, [*s[:2], s[1], *s[2:]])
     assert total(ref, completion(looped)) < total(ref, completion(once)) < total(ref, completion(ref))
+    # the same command under another description label is the same call
+    relabelled = call("Bash", {"command": QUERY, "description": "Run it again"}, "GEN-2|FAIL_TO_START")
+    assert R.repeated_calls(with_steps(ref, [s[1], (relabelled, None)])) == 1
     # a retry after a failure is not a repeat, nor a call run again after an edit
     failed = call("Bash", {"command": QUERY}, "Error: no such column: kind", error=True)
     assert R.repeated_calls(with_steps(ref, [(failed, None), (failed, None)])) == 0

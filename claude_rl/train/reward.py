@@ -76,6 +76,7 @@ from claude_rl.scoring import (
     content_text,
     failed_text,
 )
+from claude_rl.train.replay_env import call_key
 
 PARTS = (
     "constraint_detection",
@@ -407,8 +408,9 @@ def call_budget_factor(reference: Episode, rollout: Rollout, settings: RewardSet
 
 
 def repeated_calls(episode: Episode) -> int:
-    """Calls identical (tool and input) to an earlier call of ``episode`` that succeeded, with no
-    edit in between (an edit may change what the same call returns: "test, fix, test again")."""
+    """Calls identical to an earlier call of ``episode`` that succeeded, with no edit in between
+    (an edit may change what the same call returns: "test, fix, test again"). "Identical" is the
+    replay environment's ``call_key``: the tool and its normalized input, labels ignored."""
     succeeded: set[str] = set()
     repeats = 0
     for step in episode.steps:
@@ -416,7 +418,7 @@ def repeated_calls(episode: Episode) -> int:
         if normalize_tool_name(call.name) in MUTATING_TOOLS:
             succeeded.clear()
             continue
-        key = call.name + "\0" + json.dumps(call.input, sort_keys=True, default=str)
+        key = call_key(call.name, call.input, scoring.VIRTUAL_ROOTS)
         if key in succeeded:
             repeats += 1
         elif call.status == "ok":
