@@ -44,7 +44,15 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from claude_rl import chat_format, paths
-from claude_rl.schema import Episode, Provenance, Step, ToolCall
+from claude_rl.schema import (
+    REPEAT_LIMIT,
+    Episode,
+    Provenance,
+    Step,
+    ToolCall,
+    exact_call_key,
+    refused_repeat_text,
+)
 from claude_rl.tools.runtime import VIRTUAL_ROOT, Workspace, copy_workspace
 from claude_rl.tools.sandbox import SandboxPolicy, run_sandboxed
 from claude_rl.tools.schemas import BUILTIN, CORE_TOOLS
@@ -260,7 +268,7 @@ class AgentConfig:
     max_new_tokens: int = 256  # per assistant turn
     max_tool_tokens: int = 512  # a tool result is cut (head + tail kept) to this many tokens
     min_new_tokens: int = 32  # stop with context_full when the context has less room than this
-    repeat_limit: int = 3  # the same call asked for this many times stops the run
+    repeat_limit: int = REPEAT_LIMIT  # the same call asked for this many times stops the run
     fmt: str | None = None  # chat format; default: the model's, else chatml
     allow_edits: bool = False
     tool_timeout_s: float = 10.0
@@ -534,7 +542,7 @@ def run_agent(
             assistant["tool_calls"].append(
                 {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
             )
-            key = json.dumps([name, args], sort_keys=True, ensure_ascii=False)
+            key = exact_call_key(name, args)
             seen[key] += 1
             t1 = time.perf_counter()
             stamp = _now()
@@ -543,10 +551,7 @@ def run_agent(
             if problem is not None:
                 output, is_error = problem, True
             elif seen[key] >= config.repeat_limit:
-                output = (
-                    f"Not run: this exact call was already made {seen[key] - 1} times with the same "
-                    "result. The run stops here."
-                )
+                output = refused_repeat_text(seen[key] - 1)
                 is_error, repeated = True, True
             else:
                 try:

@@ -7,6 +7,7 @@ Unknown fields are kept (``extra="allow"``): Claude Code adds payload fields bet
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +67,20 @@ TOOL_RENAMES = {
 }
 # Tools that change something outside the conversation (the end of "exploration").
 MUTATING_TOOLS = frozenset({"Edit", "MultiEdit", "Write", "NotebookEdit"})
+
+# The runtime ends a run at the REPEAT_LIMIT-th call identical (tool and exact arguments) to earlier
+# ones, without running it; the RL reward scores a rollout as cut at the same call.
+REPEAT_LIMIT = 3
+
+
+def exact_call_key(name: str, arguments: Any) -> str:
+    """The identity the runtime's repeat rule counts: the tool and its arguments exactly as given."""
+    return json.dumps([name, arguments], sort_keys=True, ensure_ascii=False, default=str)
+
+
+def refused_repeat_text(made: int) -> str:
+    """The tool result of the call the repeat rule refuses (``made`` identical calls before it)."""
+    return f"Not run: this exact call was already made {made} times with the same result. The run stops here."
 
 
 def normalize_tool_name(name: str) -> str:

@@ -9,13 +9,17 @@ from typing import Any
 
 import pytest
 from episode_examples import ANSWER, PROMPT, QUERY, ROOT, SCHEMA_GREP, call, episode, with_steps
+from test_runtime import Scripted
 
-from claude_rl import scoring
+from claude_rl import chat_format, scoring
 from claude_rl.chat_format import episode_to_messages
-from claude_rl.schema import Episode, ToolCall
+from claude_rl.runtime import AgentConfig, run_agent
+from claude_rl.schema import Episode, ToolCall, refused_repeat_text
+from claude_rl.tools.runtime import copy_workspace
 from claude_rl.train import reward as R
 from claude_rl.train.config import ConfigError
 from claude_rl.train.grpo_config import load_grpo_config
+from claude_rl.train.replay_env import default_workspace
 
 
 @pytest.fixture(autouse=True)
@@ -251,6 +255,55 @@ def test_repeating_a_call_whose_result_is_in_hand_does_not_pay():
     assert R.repeated_calls(with_steps(ref, [s[1], (edit, None), s[1]])) == 0
     # the reference's own repeats are allowed: it still scores 1.0
     assert total(looped, completion(looped)) == pytest.approx(1.0)
+
+
+def test_a_rollout_is_cut_where_the_runtime_stops_a_loop():
+    ref = reference()
+    s = steps_of(ref)
+    # the query asked three times, then the docs and the answer: the runtime refuses the third
+    # call and ends the run there, so the docs read and the answer after it do not count
+    looped = with_steps(ref, [s[0], s[1], s[1], s[1], s[2]])
+    rollout = R.rollout_from_completion(completion(looped), ref.prompt)
+    assert rollout.stopped_on_repeat
+    assert [st.call.name for st in rollout.episode.steps] == ["Grep", "Bash", "Bash", "Bash"]
+    third = rollout.episode.steps[3].call
+    assert third.is_error and third.output == refused_repeat_text(2)
+    assert rollout.episode.final_answer is None
+    scored = R._scored(ref.model_dump_json(), None, completion(looped))
+    assert scored.stopped_on_repeat and scored.parts["outcome_equivalence"] == 0.0
+    # asked twice, both run (as the runtime does): the answer still counts
+    twice = with_steps(ref, [s[0], s[1], s[1], s[2]])
+    kept = R.rollout_from_completion(completion(twice), ref.prompt)
+    assert not kept.stopped_on_repeat and kept.episode.final_answer == ANSWER
+    assert total(ref, completion(looped)) < total(ref, completion(twice))
+    # the runtime's rule counts exact arguments: another description label is another call
+    relabelled = call("Bash", {"command": QUERY, "description": "Run it again"}, "GEN-2|FAIL_TO_START")
+    other = with_steps(ref, [s[1], s[1], (relabelled, None)])
+    assert not R.rollout_from_completion(completion(other), ref.prompt).stopped_on_repeat
+    # a reference that makes the call three times itself is not cut where the policy imitates it
+    assert R._scored(looped.model_dump_json(), None, completion(looped)).stopped_on_repeat is False
+
+
+def test_the_cut_is_the_runtimes_own_stop(tmp_path):
+    """The same looping turns, run by the runtime and read as a rollout: same calls, same refusal,
+    no answer."""
+    ls = chat_format.render_tool_call("Bash", {"command": "ls"}, "chatml")
+    model = Scripted(ls, ls, ls, "Done: three listings.")
+    ws = copy_workspace(default_workspace(), tmp_path / "ws")
+    run = run_agent("List the files", model, ws, AgentConfig(max_turns=8))
+    assert run.stop_reason == "repeated_call"
+    bash = {"type": "function", "function": {"name": "Bash", "arguments": {"command": "ls"}}}
+    turns: list[dict[str, Any]] = []
+    for step in run.episode.steps:
+        turns += [{"role": "assistant", "content": "", "tool_calls": [bash]}]
+        turns += [{"role": "tool", "name": "Bash", "content": step.call.output}]
+    turns.append({"role": "assistant", "content": "Done: three listings."})  # the trainer's loop goes on
+    rollout = R.rollout_from_completion(turns, "List the files")
+    assert rollout.stopped_on_repeat
+    got = [(st.call.name, st.call.input, st.call.is_error, st.call.output) for st in rollout.episode.steps]
+    want = [(st.call.name, st.call.input, st.call.is_error, st.call.output) for st in run.episode.steps]
+    assert got == want
+    assert rollout.episode.final_answer is None and run.episode.final_answer is None
 
 
 def test_calling_many_tools_blindly_does_not_pay():

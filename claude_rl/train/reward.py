@@ -44,6 +44,9 @@ then guarded against reward hacking:
 - repeats (a penalty): ``repeated_call_penalty`` for each call identical (tool and input) to an
   earlier call that succeeded with no edit between, beyond the repeats the reference makes itself:
   its result was already in hand (the looping that ends runs on ``repeated_call``).
+- the runtime's stop (a cut): a rollout is scored up to the call the runtime would refuse (the
+  ``REPEAT_LIMIT``-th identical call) and ends there, no answer after it
+  (``rollout_from_completion``): looping costs what it costs in a deployed run.
 
 The total can be below 0 where the penalties outweigh the parts.
 
@@ -62,14 +65,24 @@ import json
 import math
 import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from claude_rl import scoring
-from claude_rl.schema import MUTATING_TOOLS, Episode, Provenance, Step, ToolCall, normalize_tool_name
+from claude_rl.schema import (
+    MUTATING_TOOLS,
+    REPEAT_LIMIT,
+    Episode,
+    Provenance,
+    Step,
+    ToolCall,
+    exact_call_key,
+    normalize_tool_name,
+    refused_repeat_text,
+)
 from claude_rl.scoring import (
     TRAINER_ERROR,
     call_arguments,
@@ -138,6 +151,7 @@ class Rollout:
     valid_calls: int = 0
     invalid_calls: int = 0  # unparsed call text, unknown tools, calls the trainer could not run
     unknown_tools: list[str] = field(default_factory=list)
+    stopped_on_repeat: bool = False  # cut where the runtime's repeat rule ends a run
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -168,6 +182,7 @@ def rollout_from_completion(
     tools: Iterable[str] | None = None,
     episode_id: str = "rollout:0",
     fmt: str = "chatml",
+    repeats_allowed: Iterable[str] = (),
 ) -> Rollout:
     """The candidate episode of one GRPO completion (messages, or generated text).
 
@@ -175,7 +190,14 @@ def rollout_from_completion(
     group per turn); tool turns are matched to the calls in order; a call without a result is
     ``unanswered`` (the tool loop stopped). The final answer is the last assistant turn when it
     makes no call. Call text left in an assistant turn (the parser could not read it), calls to
-    tools outside ``tools`` and calls whose arguments are not a JSON object count as invalid."""
+    tools outside ``tools`` and calls whose arguments are not a JSON object count as invalid.
+
+    The rollout is scored as the runtime would have run it: the ``REPEAT_LIMIT``-th call identical
+    (``exact_call_key``) to earlier ones is refused with the runtime's text and the run ends after
+    that turn, so whatever the policy wrote after it (an answer included) does not count. The
+    trainer's tool loop has no such stop; without the cut a rollout that loops and then answers
+    was paid for an answer the deployed model never reaches (greedy runs end this way most often).
+    Keys in ``repeats_allowed`` (calls the reference itself makes that often) are not cut."""
     known = set(tools) if tools is not None else None
     steps: list[Step] = []
     valid_flags: list[bool] = []
@@ -188,8 +210,14 @@ def rollout_from_completion(
     last_assistant = max(
         (i for i, m in enumerate(messages) if m.get("role", "assistant") == "assistant"), default=-1
     )
+    seen: Counter[str] = Counter()
+    exempt = set(repeats_allowed)
+    refused: set[int] = set()  # steps the repeat rule refuses
+    answered: set[int] = set()  # steps whose tool turn has been read
     for i, m in enumerate(messages):
         role = m.get("role", "assistant")
+        if role == "assistant" and refused:
+            break  # the runtime ended the run after the turn with the refused call
         if role == "assistant":
             text = content_text(m.get("content")).strip()
             if _CALL_TEXT.search(text):
@@ -214,14 +242,24 @@ def rollout_from_completion(
                     parallel_group=turn,
                     source="runtime",
                 )
+                if args is not None:
+                    key = exact_call_key(name, args)
+                    seen[key] += 1
+                    if seen[key] >= REPEAT_LIMIT and key not in exempt:
+                        refused.add(len(steps))
+                        call.output = refused_repeat_text(seen[key] - 1)
+                        call.is_error, call.status = True, "error"
                 pending.append(len(steps))
                 valid_flags.append(bool(name) and args is not None and (known is None or name in known))
                 steps.append(Step(index=len(steps), reason=(text or None) if k == 0 else None, call=call))
         elif role == "tool":
-            index = next((j for j in pending if steps[j].call.status == "unanswered"), None)
+            index = next((j for j in pending if j not in answered), None)
             if index is None:
                 continue
+            answered.add(index)
             call = steps[index].call
+            if index in refused:
+                continue  # the runtime would not have run it: its result is the refusal
             text = content_text(m.get("content"))
             call.output = text
             call.is_error = failed_text(text)
@@ -242,7 +280,13 @@ def rollout_from_completion(
         status="completed" if final_answer else "incomplete",
         provenance=Provenance(session_id=session_id, sources=["runtime"]),
     )
-    return Rollout(episode, valid_calls=valid, invalid_calls=invalid, unknown_tools=unknown)
+    return Rollout(
+        episode,
+        valid_calls=valid,
+        invalid_calls=invalid,
+        unknown_tools=unknown,
+        stopped_on_repeat=bool(refused),
+    )
 
 
 # =============================================================================================
@@ -355,6 +399,7 @@ class Scored:
     invalid_calls: int
     repeated_calls: int = 0
     penalty: float = 0.0
+    stopped_on_repeat: bool = False
 
 
 def _stated_kinds(features: scoring.Features) -> set[Any]:
@@ -443,7 +488,14 @@ def score_rollout(
     total = scoring.weighted_sum(parts, settings.weights) * call_factor - penalty
     total = total if math.isfinite(total) else 0.0
     return Scored(
-        dict(parts), total, call_factor, rollout.valid_calls, rollout.invalid_calls, repeats, penalty
+        dict(parts),
+        total,
+        call_factor,
+        rollout.valid_calls,
+        rollout.invalid_calls,
+        repeats,
+        penalty,
+        rollout.stopped_on_repeat,
     )
 
 
@@ -479,6 +531,14 @@ def reference_episode(value: Any) -> Episode:
     return episode
 
 
+def reference_repeats(reference: Episode) -> set[str]:
+    """The ``exact_call_key`` of the calls the reference makes ``REPEAT_LIMIT`` times or more:
+    imitating it there is not cut (the runtime would stop it; the reward does not hold it against
+    the policy)."""
+    counts = Counter(exact_call_key(s.call.name, s.call.input) for s in reference.steps)
+    return {key for key, n in counts.items() if n >= REPEAT_LIMIT}
+
+
 def _tool_names(environment: Any) -> list[str] | None:
     names = getattr(environment, "tool_names", None)
     return list(names) if names else None
@@ -501,7 +561,10 @@ def _scored(
     if hit is None:
         ref = reference_episode(reference)
         rollout = rollout_from_completion(
-            completion, prompt if prompt is not None else ref.prompt, tools=tools
+            completion,
+            prompt if prompt is not None else ref.prompt,
+            tools=tools,
+            repeats_allowed=reference_repeats(ref),
         )
         rollout.episode.prompt = ref.prompt  # the candidate answers the reference's prompt
         hit = (ref, rollout, score_parts(ref, rollout.episode, _outcome_similarity))
@@ -649,6 +712,7 @@ def make_behavioral_reward(
         entry["invalid_calls"] = sum(s.invalid_calls for s in scored)
         entry["repeated_calls"] = sum(s.repeated_calls for s in scored)
         entry["valid_calls"] = sum(s.valid_calls for s in scored)
+        entry["stopped_on_repeat"] = sum(s.stopped_on_repeat for s in scored)
         sources: dict[str, int] = {}
         for env in environments:
             for record in getattr(env, "calls", None) or []:
@@ -671,6 +735,7 @@ def make_behavioral_reward(
             log_metric("guards/penalty", entry["penalty_mean"])
             log_metric("guards/invalid_calls", float(entry["invalid_calls"]))
             log_metric("guards/repeated_calls", float(entry["repeated_calls"]))
+            log_metric("guards/stopped_on_repeat", float(entry["stopped_on_repeat"]))
             if "zero_spread_groups" in entry:
                 log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
             for source in ("replay", "sandbox", "refused"):
