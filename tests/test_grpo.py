@@ -216,6 +216,34 @@ def tiny_llama(tokenizer):
     return LlamaForCausalLM(config)
 
 
+def test_long_preset_leaves_room_for_whole_workflows(tokenizer):
+    """Tool results count toward the completion length: the long preset's budget must hold the
+    median recorded workflow (calls, results cut as the demo SFT dataset cuts them, answer), or
+    most rollouts are cut before they answer and the reward pays for stopping early."""
+    from claude_rl.chat_format import render, truncate_middle
+    from claude_rl.dataset import load_source
+    from claude_rl.tools.schemas import schemas_for
+    from claude_rl.train.config import load_config
+
+    max_tool_tokens = load_config(CONFIGS_DIR / "sft-cpu-demo.yaml").dataset_max_tool_tokens
+    lengths = []
+    for ep in load_source("samples")[0]:
+        messages = episode_to_messages(ep)
+        for m in messages:
+            if m["role"] == "tool":
+                m["content"] = truncate_middle(m["content"], max_tool_tokens, tokenizer)[0]
+        tools = schemas_for(tool_inputs(messages))
+        first = max(i for i, m in enumerate(messages) if m["role"] == "user") + 1
+        prompt = render(messages[:first], tools, add_generation_prompt=True)
+        whole = render(messages, tools)
+        assert whole.startswith(prompt)
+        lengths.append(len(tokenizer(whole[len(prompt) :], add_special_tokens=False)["input_ids"]))
+    lengths.sort()
+    median = lengths[len(lengths) // 2]
+    long = load_grpo_config(CONFIGS_DIR / "grpo-cpu-long.yaml")
+    assert 500 < median <= long.max_completion_length, (median, long.max_completion_length)
+
+
 def test_grpo_prompts_equal_the_sft_prompts_token_for_token(tokenizer, tmp_path):
     rows = _sample_rows(4)
     folder = _write_dataset(tmp_path / "ds", rows)
