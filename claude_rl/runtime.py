@@ -547,12 +547,14 @@ def run_agent(
             t1 = time.perf_counter()
             stamp = _now()
             raw_output: Any = None
-            problem = _argument_error(name, args, schemas)
-            if problem is not None:
-                output, is_error = problem, True
-            elif seen[key] >= config.repeat_limit:
+            # The repeat rule comes first, as in the RL reward's cut: a call repeated with the same
+            # bad arguments is a loop too, not a fresh mistake to explain again.
+            problem = None if seen[key] >= config.repeat_limit else _argument_error(name, args, schemas)
+            if seen[key] >= config.repeat_limit:
                 output = refused_repeat_text(seen[key] - 1)
                 is_error, repeated = True, True
+            elif problem is not None:
+                output, is_error = problem, True
             else:
                 try:
                     result = run_sandboxed(name, args, ws, policy)

@@ -148,6 +148,17 @@ def test_endless_identical_calls_are_bounded(ws):
     assert run.episode.status == "incomplete" and run.episode.final_answer is None
 
 
+def test_a_loop_on_bad_arguments_is_stopped_like_any_other(ws):
+    # The same invalid call three times: explained twice, then the repeat rule stops the run (the
+    # reward's cut does the same, so training and deployment agree on where a loop ends).
+    model = Scripted(call("Read", file_path=f"{VIRTUAL_ROOT}/README.md", limit="many"))
+    run = run_agent("Loop", model, ws, AgentConfig(max_turns=20, repeat_limit=3))
+    outputs = [s.call.output for s in run.episode.steps]
+    assert run.stop_reason == "repeated_call" and run.tool_turns == 3
+    assert all("`limit` should be of type integer" in o for o in outputs[:2])
+    assert outputs[2].startswith("Not run: this exact call was already made 2 times")
+
+
 def test_max_turns(ws):
     completions = [
         call("Read", file_path=f"{VIRTUAL_ROOT}/README.md", offset=i + 1, limit=1) for i in range(10)
