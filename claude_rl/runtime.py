@@ -549,11 +549,10 @@ def run_agent(
             raw_output: Any = None
             # The repeat rule comes first, as in the RL reward's cut: a call repeated with the same
             # bad arguments is a loop too, not a fresh mistake to explain again.
-            problem = None if seen[key] >= config.repeat_limit else _argument_error(name, args, schemas)
             if seen[key] >= config.repeat_limit:
                 output = refused_repeat_text(seen[key] - 1)
                 is_error, repeated = True, True
-            elif problem is not None:
+            elif (problem := _argument_error(name, args, schemas)) is not None:
                 output, is_error = problem, True
             else:
                 try:
