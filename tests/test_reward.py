@@ -284,15 +284,20 @@ def test_a_rollout_is_cut_where_the_runtime_stops_a_loop():
     assert R._scored(looped.model_dump_json(), None, completion(looped)).stopped_on_repeat is False
 
 
-def test_the_cut_is_the_runtimes_own_stop(tmp_path):
+@pytest.mark.parametrize(
+    "arguments",
+    [{"command": "ls"}, {"command": "ls", "timeout": "soon"}],  # a valid call; one with a bad argument
+    ids=["valid", "bad-argument"],
+)
+def test_the_cut_is_the_runtimes_own_stop(tmp_path, arguments):
     """The same looping turns, run by the runtime and read as a rollout: same calls, same refusal,
     no answer."""
-    ls = chat_format.render_tool_call("Bash", {"command": "ls"}, "chatml")
+    ls = chat_format.render_tool_call("Bash", arguments, "chatml")
     model = Scripted(ls, ls, ls, "Done: three listings.")
     ws = copy_workspace(default_workspace(), tmp_path / "ws")
     run = run_agent("List the files", model, ws, AgentConfig(max_turns=8))
-    assert run.stop_reason == "repeated_call"
-    bash = {"type": "function", "function": {"name": "Bash", "arguments": {"command": "ls"}}}
+    assert run.stop_reason == "repeated_call" and len(run.episode.steps) == 3
+    bash = {"type": "function", "function": {"name": "Bash", "arguments": arguments}}
     turns: list[dict[str, Any]] = []
     for step in run.episode.steps:
         turns += [{"role": "assistant", "content": "", "tool_calls": [bash]}]
