@@ -83,6 +83,55 @@ def test_micro_batches_split_one_generated_batch():
         load_grpo_config(None, ["prompts_per_step=3", "num_generations=4", "micro_batch_size=5"])
 
 
+def test_which_steps_generate_follows_trl_schedule():
+    import trl
+
+    long = load_grpo_config(CONFIGS_DIR / "grpo-cpu-long.yaml")  # 12 rollouts in passes of 2, 2 iterations
+    args = trl.GRPOConfig(**to_grpo_kwargs(long, True, output_dir="/tmp/unused"), reward_weights=[1.0] * 6)
+    # as logged by the long runs: steps 1, 3, 5, 7 generated, 2, 4, 6 reused the batch
+    pattern = [grpo.step_generates(s, args) for s in range(1, 8)]
+    assert pattern == [True, False, True, False, True, False, True]
+    three = load_grpo_config(None, ["num_iterations=3"])
+    args3 = trl.GRPOConfig(**to_grpo_kwargs(three, True, output_dir="/tmp/unused"), reward_weights=[1.0] * 6)
+    assert [grpo.step_generates(s, args3) for s in range(1, 7)] == [True, False, False, True, False, False]
+
+
+def _steps_run_under_budget(monkeypatch, minutes: float, durations: list[float]) -> tuple[int, bool]:
+    """Drive the time-budget callback with steps of the given lengths (seconds) on a fake clock,
+    generation every other step; how many steps ran, and whether the budget stopped the run."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    monkeypatch.setattr(grpo.time, "monotonic", lambda: clock[0])
+    callback = grpo.time_budget_callback(minutes)
+    args = SimpleNamespace(gradient_accumulation_steps=6, steps_per_generation=6, num_iterations=2)
+    state = SimpleNamespace(global_step=0, max_steps=len(durations))
+    control = SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(args, state, control)
+    for took in durations:
+        clock[0] += took
+        state.global_step += 1
+        callback.on_step_end(args, state, control)
+        if control.should_training_stop:
+            break
+    return state.global_step, callback.stopped
+
+
+def test_time_budget_judges_the_next_step_by_its_kind(monkeypatch):
+    minute = 60.0
+    # generating steps of 15 minutes, reusing steps of 4 (the long CPU preset's shape)
+    shape = [15 * minute, 4 * minute] * 4
+    # after step 3 (34 min) the next step reuses the batch: 38 <= 40, so it runs; then a generating
+    # step would end at 53 > 40: stop. Judged by the longest step (15 min) it stopped after step 3.
+    assert _steps_run_under_budget(monkeypatch, 40, shape) == (4, True)
+    # the first reusing step has no measure of its own yet: judged by the longest step seen
+    assert _steps_run_under_budget(monkeypatch, 25, shape) == (1, True)
+    assert _steps_run_under_budget(monkeypatch, 31, shape) == (2, True)
+    # a budget that holds every step does not stop the run
+    assert _steps_run_under_budget(monkeypatch, 120, shape) == (8, False)
+    assert _steps_run_under_budget(monkeypatch, None, shape) == (8, False)
+
+
 def test_cpu_default_is_sized_for_twenty_minutes():
     cfg = load_grpo_config(DEFAULT_GRPO_CONFIG)
     text = DEFAULT_GRPO_CONFIG.read_text()

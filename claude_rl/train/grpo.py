@@ -488,17 +488,30 @@ def environment_factories(
     return factories["tools0"] if len(keys) == 1 else factories
 
 
+def step_generates(step: int, args: Any) -> bool:
+    """Whether optimizer step ``step`` (1-based) generates a batch. TRL generates at the micro-steps
+    ``k`` (0-based) with ``k % (steps_per_generation * num_iterations) == 0``; an optimizer step is
+    ``gradient_accumulation_steps`` micro-steps. The other steps reuse the buffered batch."""
+    accumulate = max(1, int(args.gradient_accumulation_steps))
+    every = max(1, int(args.steps_per_generation or accumulate) * int(args.num_iterations))
+    first = (step - 1) * accumulate
+    return any(k % every == 0 for k in range(first, first + accumulate))
+
+
 def time_budget_callback(minutes: float | None) -> Any:
-    """A TrainerCallback that stops training before ``minutes`` would be exceeded by one more step
-    (the longest step so far; with num_iterations ≥ 2 only every other step generates). Its
-    ``stopped`` says whether it did."""
+    """A TrainerCallback that stops training before ``minutes`` would be exceeded by the next step,
+    predicted as the longest step so far of the same kind: a step that generates a batch (minutes
+    on a CPU) or one that reuses it (``num_iterations`` ≥ 2; a few minutes). Judging every step by
+    the longest, a generating one, stopped runs before the reusing step their batch had already
+    paid for (measured: a long CPU run that used its last batch once). Its ``stopped`` says
+    whether it did."""
     from transformers import TrainerCallback
 
     class TimeBudget(TrainerCallback):
         def __init__(self) -> None:
             self.limit = minutes * 60 if minutes else None
             self.started = self.last = time.monotonic()
-            self.longest = 0.0
+            self.longest: dict[bool, float] = {}  # generating step? -> longest such step
             self.stopped = False
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -506,9 +519,13 @@ def time_budget_callback(minutes: float | None) -> Any:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             now = time.monotonic()
-            self.longest = max(self.longest, now - self.last)
+            generated = step_generates(state.global_step, args)
+            self.longest[generated] = max(self.longest.get(generated, 0.0), now - self.last)
             self.last = now
-            if self.limit is not None and now - self.started + self.longest > self.limit:
+            upcoming = step_generates(state.global_step + 1, args)
+            # A kind not seen yet (the first reusing step) is judged by the longest step seen.
+            expected = self.longest.get(upcoming, max(self.longest.values()))
+            if self.limit is not None and now - self.started + expected > self.limit:
                 if state.global_step < state.max_steps:
                     self.stopped = True
                 control.should_training_stop = True

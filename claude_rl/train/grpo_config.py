@@ -210,9 +210,10 @@ class GRPORunConfig(BaseModel):
     max_train_minutes: float | None = Field(
         None,
         gt=0,
-        description="Stop at the first optimizer step after which one more step (as long as the longest so "
-        "far) would pass this many minutes of training; the run still saves. None: max_steps only. Keeps a "
-        "CPU preset within its time budget on a slower or busier machine.",
+        description="Stop at the first optimizer step after which the next one (as long as the longest so "
+        "far of its kind: generating a batch, or reusing it) would pass this many minutes of training; the "
+        "run still saves. None: max_steps only. Keeps a CPU preset within its time budget on a slower or "
+        "busier machine.",
     )
 
     # --- reward and logging ---
