@@ -96,7 +96,7 @@ def test_which_steps_generate_follows_trl_schedule():
     assert [grpo.step_generates(s, args3) for s in range(1, 7)] == [True, False, False, True, False, False]
 
 
-def _steps_run_under_budget(monkeypatch, minutes: float, durations: list[float]) -> tuple[int, bool]:
+def _steps_run_under_budget(monkeypatch, minutes: float | None, durations: list[float]) -> tuple[int, bool]:
     """Drive the time-budget callback with steps of the given lengths (seconds) on a fake clock,
     generation every other step; how many steps ran, and whether the budget stopped the run."""
     from types import SimpleNamespace
