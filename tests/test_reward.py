@@ -248,9 +248,12 @@ def test_repeating_a_call_whose_result_is_in_hand_does_not_pay():
     # the same command under another description label is the same call
     relabelled = call("Bash", {"command": QUERY, "description": "Run it again"}, "GEN-2|FAIL_TO_START")
     assert R.repeated_calls(with_steps(ref, [s[1], (relabelled, None)])) == 1
-    # a retry after a failure is not a repeat, nor a call run again after an edit
+    # a failed call run again unchanged is a repeat too (its error was in hand); a retry with
+    # another input is not, nor a call run again after an edit
     failed = call("Bash", {"command": QUERY}, "Error: no such column: kind", error=True)
-    assert R.repeated_calls(with_steps(ref, [(failed, None), (failed, None)])) == 0
+    assert R.repeated_calls(with_steps(ref, [(failed, None), (failed, None)])) == 1
+    fixed = call("Bash", {"command": QUERY.replace("kind", "event")}, "GEN-2|FAIL_TO_START")
+    assert R.repeated_calls(with_steps(ref, [(failed, None), (fixed, None)])) == 0
     edit = call("Edit", {"file_path": f"{ROOT}/app/x.py", "old_string": "a", "new_string": "b"}, "ok")
     assert R.repeated_calls(with_steps(ref, [s[1], (edit, None), s[1]])) == 0
     # the reference's own repeats are allowed: it still scores 1.0

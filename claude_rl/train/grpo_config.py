@@ -56,8 +56,8 @@ class RewardConfig(BaseModel):
     repeated_call_penalty: float = Field(
         0.05,
         ge=0.0,
-        description="Taken off the reward for each call identical to an earlier one that succeeded (no edit "
-        "between), beyond the reference's own repeats: looping on a result already in hand does not pay.",
+        description="Taken off the reward for each call identical to an earlier one (no edit between), "
+        "beyond the reference's own repeats: looping on a result, or an error, already in hand does not pay.",
     )
 
     @model_validator(mode="after")

@@ -42,8 +42,8 @@ then guarded against reward hacking:
   reward by the valid share: one malformed call in four cost a quarter of everything, so making
   fewer calls, schema reads included, was the cheap way up; measured, README "RL phase").
 - repeats (a penalty): ``repeated_call_penalty`` for each call identical (tool and input) to an
-  earlier call that succeeded with no edit between, beyond the repeats the reference makes itself:
-  its result was already in hand (the looping that ends runs on ``repeated_call``).
+  earlier call with no edit between, beyond the repeats the reference makes itself: its result,
+  or its error, was already in hand (the looping that ends runs on ``repeated_call``).
 - the runtime's stop (a cut): a rollout is scored up to the call the runtime would refuse (the
   ``REPEAT_LIMIT``-th identical call) and ends there, no answer after it
   (``rollout_from_completion``): looping costs what it costs in a deployed run.
@@ -453,21 +453,28 @@ def call_budget_factor(reference: Episode, rollout: Rollout, settings: RewardSet
 
 
 def repeated_calls(episode: Episode) -> int:
-    """Calls identical to an earlier call of ``episode`` that succeeded, with no edit in between
-    (an edit may change what the same call returns: "test, fix, test again"). "Identical" is the
-    replay environment's ``call_key``: the tool and its normalized input, labels ignored."""
-    succeeded: set[str] = set()
+    """Calls identical to an earlier call of ``episode``, with no edit in between (an edit may
+    change what the same call returns: "test, fix, test again"). "Identical" is the replay
+    environment's ``call_key``: the tool and its normalized input, labels ignored.
+
+    A failed call counts like one that succeeded: the workspace is read-only and the same call
+    fails the same way, so its error was in hand too; retrying with another input is the
+    self-correction the reward pays for, the same input is a loop. (Counting only repeats of calls
+    that succeeded left a hole the policy found: at learning rate 1e-3 its runs ending on the
+    runtime's repeat stop went from 18 to 23 of 29 held-out prompts, mostly by looping on a failing
+    query, and its reward gain over the SFT model, +0.03, came from that; README, RL phase.)"""
+    seen: set[str] = set()
     repeats = 0
     for step in episode.steps:
         call = step.call
         if normalize_tool_name(call.name) in MUTATING_TOOLS:
-            succeeded.clear()
+            seen.clear()
             continue
         key = call_key(call.name, call.input, scoring.VIRTUAL_ROOTS)
-        if key in succeeded:
+        if key in seen:
             repeats += 1
-        elif call.status == "ok":
-            succeeded.add(key)
+        else:
+            seen.add(key)
     return repeats
 
 
