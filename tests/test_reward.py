@@ -260,6 +260,26 @@ def test_repeating_a_call_whose_result_is_in_hand_does_not_pay():
     assert total(looped, completion(looped)) == pytest.approx(1.0)
 
 
+
+def test_looping_on_a_failing_call_costs_like_looping_on_one_that_succeeded():
+    # the hole a PPO run found: when only repeats of successful calls cost, a policy that loops on a
+    # failing query pays nothing for the loop and moves its loops there
+    ref = reference()
+    failed = call("Bash", {"command": QUERY}, "Error: no such column: kind", error=True)
+    loops = {
+        kind: completion(with_steps(ref, [(SCHEMA, None), *[(c, None)] * 3], final_answer=None))
+        for kind, c in (("failed", failed), ("ok", ASK))
+    }
+    scored = {kind: R._scored(ref.model_dump_json(), None, comp) for kind, comp in loops.items()}
+    assert all(sc.stopped_on_repeat for sc in scored.values())  # the third call is the runtime's stop
+    assert scored["failed"].repeated_calls == scored["ok"].repeated_calls == 2
+    assert scored["failed"].penalty == pytest.approx(scored["ok"].penalty) == pytest.approx(0.1)
+    # retrying the failed query with another input is the self-correction that pays instead
+    fixed = call("Bash", {"command": QUERY.replace("a.kind", "a.type")}, "GEN-2|FAIL_TO_START")
+    retried = with_steps(ref, [(SCHEMA, None), (failed, None), (fixed, None)], final_answer=None)
+    assert R._scored(ref.model_dump_json(), None, completion(retried)).penalty == 0.0
+    assert total(ref, completion(retried)) > total(ref, loops["failed"])
+
 def test_a_rollout_is_cut_where_the_runtime_stops_a_loop():
     ref = reference()
     s = steps_of(ref)
