@@ -260,7 +260,6 @@ def test_repeating_a_call_whose_result_is_in_hand_does_not_pay():
     assert total(looped, completion(looped)) == pytest.approx(1.0)
 
 
-
 def test_looping_on_a_failing_call_costs_like_looping_on_one_that_succeeded():
     # the hole a PPO run found: when only repeats of successful calls cost, a policy that loops on a
     # failing query pays nothing for the loop and moves its loops there
@@ -279,6 +278,7 @@ def test_looping_on_a_failing_call_costs_like_looping_on_one_that_succeeded():
     retried = with_steps(ref, [(SCHEMA, None), (failed, None), (fixed, None)], final_answer=None)
     assert R._scored(ref.model_dump_json(), None, completion(retried)).penalty == 0.0
     assert total(ref, completion(retried)) > total(ref, loops["failed"])
+
 
 def test_a_rollout_is_cut_where_the_runtime_stops_a_loop():
     ref = reference()
