@@ -410,6 +410,72 @@ def test_the_tool_loop_replays_runs_and_refuses_through_the_trainer(tokenizer, t
         env._close()
 
 
+def test_tool_turns_decode_only_what_each_row_can_keep(tokenizer, tmp_path):
+    """Real generation in the tool turns (a tiny random model, which never stops by itself): each
+    row stops at its own remaining completion budget instead of decoding ``max_completion_length``
+    new tokens and being cut afterwards, and a row that the runtime's repeat rule ended generates
+    nothing more."""
+    from claude_rl.chat_format import render_tool_call
+    from claude_rl.train.grpo_generation import GenerateCall, row_limits, summarize
+
+    rows = _sample_rows(4)[:4]
+    folder = _write_dataset(tmp_path / "ds", rows)
+    prompts = [p for p in grpo.load_prompts(folder, "train", home=tmp_path) if json.loads(p.replay)][:1]
+    budget = 256
+    cfg = load_grpo_config(
+        None, ["num_generations=3", "prompts_per_step=1", "max_steps=1", f"max_completion_length={budget}"]
+    )
+    defaults = {"max_tool_tokens": 16, "tokenizer": tokenizer, "scratch_dir": tmp_path / "scratch"}
+    created: list[Any] = []
+    trainer = grpo.build_trainer(
+        cfg, tiny_llama(tokenizer), tokenizer, prompts, tmp_path / "out", True, defaults, None, created
+    )
+    read = render_tool_call("Read", {"file_path": "README.md"})
+    first_turn = [
+        "Read it.\n" + read,  # short: most of the budget left
+        "Read it, " + "after a long preamble " * 18 + "\n" + read,  # little left
+        "Read it.\n" + read + read + read,  # the third identical call: the runtime stops here
+    ]
+    real = type(trainer)._generate_single_turn
+    first_ids: list[list[int]] = []
+
+    def policy(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if trainer._loop_state is None:  # the first turn is scripted, the tool turns are real
+            out = [tokenizer(t + "<|im_end|>", add_special_tokens=False)["input_ids"] for t in first_turn]
+            first_ids.extend(out)
+            return out, None
+        return real(trainer, prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+
+    trainer._generate_single_turn = policy
+    trainer.model.train()
+    row = dict(trainer.train_dataset[0])
+    out = trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+    assert [env.ended for env in trainer.environments] == [False, False, True]
+    assert [c.source for c in trainer.environments[2].calls] == ["sandbox", "sandbox", "repeat"]
+    turns = [c for c in trainer.generation_log if c.tool_turn]
+    assert turns and all(isinstance(c, GenerateCall) for c in turns)
+    first = turns[0]
+    assert first.rows == 3 and first.ended_by_repeat == 1
+    # TRL alone would decode `budget` new tokens here; the batch stops at the largest budget left
+    # (the first turn and the tool results of row 0 used some), and each row at its own
+    assert first.stopped_by_budget == 2
+    assert first.decode_steps <= budget - len(first_ids[0]) and len(turns) == 1
+    # the two rows filled their budgets exactly (as TRL's cut would leave them), the ended row
+    # holds nothing after its tool results
+    lengths = [int(n) for n in out["completion_mask"].sum(dim=1).tolist()]
+    assert lengths[:2] == [budget, budget]
+    ended_text = tokenizer.decode(out["completion_ids"][2][: int(lengths[2])])
+    assert ended_text.rstrip().endswith("<|im_start|>assistant")
+    assert summarize(trainer.generation_log)["rows_ended_by_repeat"] == 1
+    # rows are matched to their samples in batch order, from the prompt and the completion so far
+    assert row_limits([[1, 2, 9, 9], [1, 2, 3, 9]], [[1], [1], [1]], [[2], [2, 3], [2, 3]], 10) == [
+        (0, 7),
+        (1, 7),
+    ]
+    for env in created:
+        env._close()
+
+
 # --- slow: a real run ---------------------------------------------------------------------------
 
 

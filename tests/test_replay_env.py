@@ -153,6 +153,27 @@ def test_each_rollout_gets_a_fresh_copy(env):
     assert env._workspace.real != first and env.calls[0].source == "sandbox"
 
 
+def test_the_runtimes_repeat_rule_ends_the_rollout(env):
+    """The third identical call is refused with the runtime's text and ends the rollout, as the
+    deployed agent's repeat rule does; another input, or a fresh rollout, starts counting again."""
+    from claude_rl.schema import refused_repeat_text
+
+    query = 'sqlite3 db/command_center.db "SELECT nope FROM assets;"'
+    assert env.Bash(command=query).startswith("Error:") and not env.ended
+    assert env.Bash(command=query + " ").startswith("Error:")  # another input: not the same call
+    assert env.Bash(command=query).startswith("Error:") and not env.ended
+    assert env.Bash(command=query) == refused_repeat_text(2) and env.ended
+    assert [c.source for c in env.calls] == ["sandbox"] * 3 + ["repeat"]
+    env.reset(replay=None)
+    assert not env.ended
+    # a call the recorded episode itself makes three times is not cut (as in the reward)
+    read = RecordedCall("Read", {"file_path": "README.md"}, "recorded")
+    env.reset(replay=[read, read, read])
+    for _ in range(3):
+        assert env.Read(file_path="README.md") == "recorded"
+    assert not env.ended
+
+
 def test_outputs_are_cut_like_the_dataset(tmp_path):
     env = env_class(max_tool_tokens=20, scratch_dir=tmp_path)()
     env.reset()

@@ -13,6 +13,10 @@ trains a LoRA adapter on the SFT model:
   ``replay_env.ReplayEnvironment`` class per distinct tool list of the rows; a tool call that
   matches the recorded episode gets the recorded result, any other runs read-only in a sandboxed
   copy of the workspace (``claude_rl.train.replay_env``).
+- The trainer is ``grpo_generation.trainer_class()``: GRPOTrainer whose tool turns stop each
+  rollout at its own remaining completion budget and end a rollout the runtime's repeat rule
+  ended, instead of decoding ``max_completion_length`` new tokens per turn for the whole batch;
+  each ``generate`` call is logged (``metrics.generation`` in the manifest).
 - The reward is ``reward.make_behavioral_reward`` (weights from the config); the five parts are
   passed too with weight 0, so the trainer logs each one's mean and spread per step.
 - The prompt is the row's system and user turns rendered with the row's tools, token for token
@@ -44,7 +48,7 @@ from typing import Any
 
 from claude_rl import paths
 from claude_rl.scoring import episode_from_messages
-from claude_rl.train import sft
+from claude_rl.train import grpo_generation, sft
 from claude_rl.train.config import next_run_name
 from claude_rl.train.grpo_config import (
     GRPORunConfig,
@@ -573,7 +577,7 @@ def build_trainer(
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    return trl.GRPOTrainer(
+    return grpo_generation.trainer_class()(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
@@ -656,6 +660,7 @@ def _train(
 
     metrics = _metrics(trainer.state.log_history, runtime, log, trainer.state.global_step)
     metrics["outcome_similarity"] = outcome
+    metrics["generation"] = grpo_generation.summarize(trainer.generation_log)
     metrics["stopped_by_time_budget"] = budget.stopped
     plotted = plot_rewards(metrics, tmp / PLOT)
     ds_manifest = folder / "manifest.json"

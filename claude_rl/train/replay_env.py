@@ -18,12 +18,17 @@ writes a tool call:
   Writes (Edit, Write, writing Bash commands) and paths outside the workspace are refused with an
   error result the model reads; nothing raises into the trainer;
 - a recorded edit that the policy repeats exactly is also applied to the private copy (edits on,
-  for that one call), so later real reads see the file as the reference did.
+  for that one call), so later real reads see the file as the reference did;
+- the ``REPEAT_LIMIT``-th call identical (``exact_call_key``) to earlier ones is refused with the
+  runtime's text, as ``claude_rl.runtime`` refuses it, and ``ended`` turns true: the deployed agent
+  stops there, the reward cuts the rollout there, and the trainer (``grpo_generation``) generates
+  nothing more for it. Calls the recorded episode itself makes that often are exempt, as in the
+  reward.
 
 Results are cut head + tail to ``max_tool_tokens`` (the dataset's ``max_tool_tokens``; tokens of
 ``tokenizer``, or 4 characters per token without one), the way the dataset cut the recorded ones.
 Every call is kept in ``calls`` (``CallRecord``: tool, input, text, error, and its source:
-``replay``, ``sandbox`` or ``refused``) for the reward's logs.
+``replay``, ``sandbox``, ``refused`` or ``repeat``) for the reward's logs.
 
 ``environment_class(tool_schemas)`` builds the class GRPOTrainer gets: one method per tool, each
 carrying its JSON schema (``tool_schema``) and position (``tool_position``), so that the prompt
@@ -38,6 +43,7 @@ import json
 import shutil
 import tempfile
 import weakref
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +51,14 @@ from typing import Any, ClassVar
 
 from claude_rl import paths
 from claude_rl.chat_format import tool_result_text, truncate_middle
-from claude_rl.schema import MUTATING_TOOLS, ToolCall, normalize_tool_name
+from claude_rl.schema import (
+    MUTATING_TOOLS,
+    REPEAT_LIMIT,
+    ToolCall,
+    exact_call_key,
+    normalize_tool_name,
+    refused_repeat_text,
+)
 from claude_rl.tools.runtime import VIRTUAL_ROOT, Workspace, copy_workspace
 from claude_rl.tools.sandbox import SandboxPolicy, run_sandboxed
 
@@ -76,7 +89,7 @@ class CallRecord:
     input: dict[str, Any]
     output: str
     is_error: bool
-    source: str  # replay | sandbox | refused
+    source: str  # replay | sandbox | refused | repeat
 
 
 # =============================================================================================
@@ -185,6 +198,8 @@ class ReplayEnvironment:
         self._recorded: list[RecordedCall] = []
         self._used: dict[str, int] = {}
         self._calls: list[CallRecord] = []
+        self._seen: Counter[str] = Counter()
+        self._ended = False
         self._scratch: Path | None = None
         self._workspace: Workspace | None = None
         self._finalizer: Any = None
@@ -203,6 +218,11 @@ class ReplayEnvironment:
     def recorded(self) -> list[RecordedCall]:
         return list(self._recorded)
 
+    @property
+    def ended(self) -> bool:
+        """True once the runtime's repeat rule ended this rollout (module docstring)."""
+        return self._ended
+
     def reset(self, replay: Any = None, **kwargs: Any) -> None:
         """Start a rollout: the row's recorded calls (``replay`` column: ``recorded_json``), a fresh
         workspace copy on the first real call. Returns None (nothing is added to the prompt)."""
@@ -210,6 +230,8 @@ class ReplayEnvironment:
         self._recorded = _as_recorded(replay)
         self._used = {}
         self._calls = []
+        self._seen = Counter()
+        self._ended = False
         return None
 
     # --- calls ---
@@ -217,6 +239,13 @@ class ReplayEnvironment:
     def _call(self, name: str, tool_input: Mapping[str, Any] | None) -> str:
         """Run one tool call of the policy and return the text the model reads."""
         tool_input = dict(tool_input or {})
+        key = exact_call_key(name, tool_input)
+        self._seen[key] += 1
+        if self._seen[key] >= REPEAT_LIMIT and key not in self._exempt():
+            self._ended = True
+            text = refused_repeat_text(self._seen[key] - 1)
+            self._calls.append(CallRecord(name, tool_input, text, True, "repeat"))
+            return text
         recorded = self._match(name, tool_input)
         if recorded is not None:
             if normalize_tool_name(name) in MUTATING_TOOLS:
@@ -230,6 +259,11 @@ class ReplayEnvironment:
         source = "refused" if refused else "sandbox"
         self._calls.append(CallRecord(name, tool_input, text, bool(result.is_error), source))
         return text
+
+    def _exempt(self) -> set[str]:
+        """Keys the recorded episode itself calls ``REPEAT_LIMIT`` times or more."""
+        counts = Counter(exact_call_key(c.name, c.input) for c in self._recorded)
+        return {key for key, n in counts.items() if n >= REPEAT_LIMIT}
 
     def _match(self, name: str, tool_input: Mapping[str, Any]) -> RecordedCall | None:
         roots = (self.virtual_root,)

@@ -1,0 +1,198 @@
+"""How GRPOTrainer's multi-turn tool loop generates, bounded the way the reward reads it.
+
+TRL's tool loop (``GRPOTrainer._tool_call_loop``) calls ``generate`` once per tool turn for the
+rows that are still calling tools, each time with ``max_new_tokens = max_completion_length``, and
+cuts every row to its remaining completion budget only afterwards. One row that does not stop
+(a long answer, text after its call, a row already near its budget) keeps the whole batch decoding
+up to the full budget in every turn, and a row the runtime would have ended (the third identical
+call: ``claude_rl.runtime``'s repeat rule, which the reward applies too) keeps calling tools for
+nothing: the reward ignores all of it. On two CPU cores decoding is most of a generated batch.
+
+``trainer_class()`` returns a ``trl.GRPOTrainer`` subclass that, inside the tool loop only:
+
+- stops each row at its own remaining budget (``max_completion_length`` less what its completion
+  already holds, tool results included), with a per-row ``StoppingCriteria``, so a batch ends
+  when its last *useful* row ends; what a row keeps is exactly what TRL would have kept;
+- ends a row whose environment reports that the runtime's repeat rule ended the rollout
+  (``ReplayEnvironment.ended``): it generates nothing more, as the deployed agent would not.
+
+It also records each ``generate`` call (rows, decode steps, seconds, rows stopped by the budget or
+the repeat rule) in ``generation_log``, which the run's manifest summarizes. vLLM and continuous
+batching are left as TRL runs them (their own schedulers; budgets are not applied there).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class GenerateCall:
+    """One ``generate`` call of a generated batch: the first turn, or a tool turn."""
+
+    step: int
+    tool_turn: bool
+    rows: int
+    input_tokens: int  # longest input row
+    decode_steps: int  # longest output row: how long the batch decoded
+    seconds: float
+    stopped_by_budget: int = 0
+    ended_by_repeat: int = 0
+
+
+def summarize(calls: list[GenerateCall]) -> dict[str, Any]:
+    """Totals for the run's manifest: where generation time went."""
+    if not calls:
+        return {"calls": 0}
+    turns = [c for c in calls if c.tool_turn]
+    return {
+        "calls": len(calls),
+        "seconds": round(sum(c.seconds for c in calls), 1),
+        "decode_steps": sum(c.decode_steps for c in calls),
+        "first_turn_seconds": round(sum(c.seconds for c in calls if not c.tool_turn), 1),
+        "tool_turn_seconds": round(sum(c.seconds for c in turns), 1),
+        "tool_turn_calls": len(turns),
+        "rows_stopped_by_budget": sum(c.stopped_by_budget for c in calls),
+        "rows_ended_by_repeat": sum(c.ended_by_repeat for c in calls),
+    }
+
+
+def row_limits(
+    rows: list[list[int]],
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    max_completion_length: int,
+) -> list[tuple[int, int]]:
+    """For each input row of a tool turn: (its sample's index in the batch, new tokens it may add).
+
+    Rows are the tool loop's rows in batch order (a subsequence of the samples); each is its
+    sample's prompt + completion so far + the tool results' suffix, so it is matched to the first
+    sample, from where the last match left off, whose prompt + completion it starts with."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for row in rows:
+        for i in range(start, len(prompt_ids)):
+            head = list(prompt_ids[i]) + list(completion_ids[i])
+            if row[: len(head)] == head:
+                used = len(row) - len(prompt_ids[i])
+                out.append((i, max(0, max_completion_length - used)))
+                start = i + 1
+                break
+        else:  # not found: leave the row to TRL's own limit
+            out.append((-1, max_completion_length))
+    return out
+
+
+def _stopping_criteria(limits: list[int]) -> Any:
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class RowBudget(StoppingCriteria):
+        """Stops each row once it has generated its own number of tokens (at least one: generate
+        always takes one step)."""
+
+        def __init__(self) -> None:
+            self.start: int | None = None
+            self.limits = torch.tensor([max(1, n) for n in limits])
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if self.start is None:  # first call: one token past the (padded) input
+                self.start = input_ids.shape[1] - 1
+            generated = input_ids.shape[1] - self.start
+            return (generated >= self.limits.to(input_ids.device)).to(torch.bool)
+
+    return StoppingCriteriaList([RowBudget()])
+
+
+@contextmanager
+def _extra_generate_kwargs(model: Any, **extra: Any) -> Any:
+    """Passes ``extra`` to ``model.generate`` for the duration (TRL calls it with its own kwargs)."""
+    original = model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **kwargs, **extra)
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        del model.generate  # the class's method again
+
+
+def trainer_class() -> type:
+    """``trl.GRPOTrainer`` with budgeted tool turns (module docstring)."""
+    import trl
+
+    class BudgetedGRPOTrainer(trl.GRPOTrainer):  # type: ignore[misc, name-defined]
+        generation_log: list[GenerateCall]
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.generation_log = []
+            self._loop_state: tuple[list[Any], list[Any]] | None = None
+
+        def _tool_call_loop(self, prompts, prompt_ids, completion_ids, *args: Any, **kwargs: Any):
+            # TRL updates ``completion_ids`` in place as the turns go: keep the live lists.
+            self._loop_state = (prompt_ids, completion_ids)
+            try:
+                return super()._tool_call_loop(prompts, prompt_ids, completion_ids, *args, **kwargs)
+            finally:
+                self._loop_state = None
+
+        def _generate_single_turn(
+            self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
+        ):
+            started = time.monotonic()
+            rows = [list(ids) for ids in prompt_ids]
+            plain = not (self.use_vllm or self.use_transformers_continuous_batching)
+            if self._loop_state is None or not plain:
+                ids, logprobs = super()._generate_single_turn(
+                    prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+                )
+                self._record(self._loop_state is not None, rows, ids, started)
+                return ids, logprobs
+            limits = row_limits(rows, *self._loop_state, self.max_completion_length)
+            envs = self.environments or []
+            ended = [0 <= i < len(envs) and bool(getattr(envs[i], "ended", False)) for i, _ in limits]
+            budgets = [0 if e else n for e, (_, n) in zip(ended, limits, strict=True)]
+            model = self.accelerator.unwrap_model(self.model_wrapped)
+            with _extra_generate_kwargs(model, stopping_criteria=_stopping_criteria(budgets)):
+                ids, logprobs = super()._generate_single_turn(
+                    prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+                )
+            ids = [[] if e else list(x) for e, x in zip(ended, ids, strict=True)]
+            if logprobs is not None:
+                logprobs = [[] if e else list(x) for e, x in zip(ended, logprobs, strict=True)]
+            by_budget = sum(1 for e, n, x in zip(ended, budgets, ids, strict=True) if not e and len(x) >= n)
+            self._record(True, rows, ids, started, by_budget, sum(ended))
+            return ids, logprobs
+
+        def _record(
+            self,
+            tool_turn: bool,
+            rows: list[list[int]],
+            ids: list[Any],
+            started: float,
+            by_budget: int = 0,
+            by_repeat: int = 0,
+        ) -> None:
+            self.generation_log.append(
+                GenerateCall(
+                    step=int(self.state.global_step),
+                    tool_turn=tool_turn,
+                    rows=len(rows),
+                    input_tokens=max((len(r) for r in rows), default=0),
+                    decode_steps=max((len(x) for x in ids), default=0),
+                    seconds=round(time.monotonic() - started, 3),
+                    stopped_by_budget=by_budget,
+                    ended_by_repeat=by_repeat,
+                )
+            )
+
+    return BudgetedGRPOTrainer
+
+
+__all__ = ["GenerateCall", "row_limits", "summarize", "trainer_class"]
