@@ -8,6 +8,8 @@ Unknown fields are kept (``extra="allow"``): Claude Code adds payload fields bet
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,6 +78,13 @@ REPEAT_LIMIT = 3
 def exact_call_key(name: str, arguments: Any) -> str:
     """The identity the runtime's repeat rule counts: the tool and its arguments exactly as given."""
     return json.dumps([name, arguments], sort_keys=True, ensure_ascii=False, default=str)
+
+
+def repeats_allowed(calls: Iterable[tuple[str, Any]]) -> set[str]:
+    """The ``exact_call_key`` of the (name, arguments) calls a reference makes ``REPEAT_LIMIT`` times
+    or more: imitating it there is not cut by the RL reward or the replay environment."""
+    counts = Counter(exact_call_key(name, arguments) for name, arguments in calls)
+    return {key for key, n in counts.items() if n >= REPEAT_LIMIT}
 
 
 def refused_repeat_text(made: int) -> str:

@@ -58,6 +58,7 @@ from claude_rl.schema import (
     exact_call_key,
     normalize_tool_name,
     refused_repeat_text,
+    repeats_allowed,
 )
 from claude_rl.tools.runtime import VIRTUAL_ROOT, Workspace, copy_workspace
 from claude_rl.tools.sandbox import SandboxPolicy, run_sandboxed
@@ -199,6 +200,7 @@ class ReplayEnvironment:
         self._used: dict[str, int] = {}
         self._calls: list[CallRecord] = []
         self._seen: Counter[str] = Counter()
+        self._exempt: set[str] = set()
         self._ended = False
         self._scratch: Path | None = None
         self._workspace: Workspace | None = None
@@ -231,6 +233,7 @@ class ReplayEnvironment:
         self._used = {}
         self._calls = []
         self._seen = Counter()
+        self._exempt = repeats_allowed((c.name, c.input) for c in self._recorded)
         self._ended = False
         return None
 
@@ -241,7 +244,7 @@ class ReplayEnvironment:
         tool_input = dict(tool_input or {})
         key = exact_call_key(name, tool_input)
         self._seen[key] += 1
-        if self._seen[key] >= REPEAT_LIMIT and key not in self._exempt():
+        if self._seen[key] >= REPEAT_LIMIT and key not in self._exempt:
             self._ended = True
             text = refused_repeat_text(self._seen[key] - 1)
             self._calls.append(CallRecord(name, tool_input, text, True, "repeat"))
@@ -259,11 +262,6 @@ class ReplayEnvironment:
         source = "refused" if refused else "sandbox"
         self._calls.append(CallRecord(name, tool_input, text, bool(result.is_error), source))
         return text
-
-    def _exempt(self) -> set[str]:
-        """Keys the recorded episode itself calls ``REPEAT_LIMIT`` times or more."""
-        counts = Counter(exact_call_key(c.name, c.input) for c in self._recorded)
-        return {key for key, n in counts.items() if n >= REPEAT_LIMIT}
 
     def _match(self, name: str, tool_input: Mapping[str, Any]) -> RecordedCall | None:
         roots = (self.virtual_root,)

@@ -82,6 +82,7 @@ from claude_rl.schema import (
     exact_call_key,
     normalize_tool_name,
     refused_repeat_text,
+    repeats_allowed,
 )
 from claude_rl.scoring import (
     TRAINER_ERROR,
@@ -542,8 +543,7 @@ def reference_repeats(reference: Episode) -> set[str]:
     """The ``exact_call_key`` of the calls the reference makes ``REPEAT_LIMIT`` times or more:
     imitating it there is not cut (the runtime would stop it; the reward does not hold it against
     the policy)."""
-    counts = Counter(exact_call_key(s.call.name, s.call.input) for s in reference.steps)
-    return {key for key, n in counts.items() if n >= REPEAT_LIMIT}
+    return repeats_allowed((s.call.name, s.call.input) for s in reference.steps)
 
 
 def _tool_names(environment: Any) -> list[str] | None:
