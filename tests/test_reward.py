@@ -215,6 +215,52 @@ def test_malformed_tool_call_text_does_not_pay():
     assert total(ref, twice) < total(ref, mixed)
 
 
+def test_a_rollout_ending_on_a_broken_call_did_not_answer():
+    """TRL's tool loop ends a rollout on a call it cannot parse (the runtime would return an error
+    and go on): that last turn is not an answer, however much it resembles one, and ending a run
+    there costs more than stopping without a word."""
+    ref = reference()
+    good = completion(ref)
+    # the workflow, then a last turn that restates the answer but holds a broken call
+    garbled = f'{ANSWER}\n<tool_call>\n{{"name": "Read", "arguments": {{"file_path": '
+    broken_end = [*good[:-1], {"role": "assistant", "content": garbled}]
+    rollout = R.rollout_from_completion(broken_end)
+    assert rollout.ended_on_invalid_call and rollout.end == "invalid_call"
+    assert rollout.episode.final_answer is None and rollout.invalid_calls == 1
+    scored = R._scored(ref.model_dump_json(), None, broken_end)
+    assert scored.end == "invalid_call" and scored.parts["outcome_equivalence"] == 0.0
+    # against the same calls and then nothing: the same parts, less the penalty
+    stopped = good[:-1]
+    assert R.rollout_from_completion(stopped).end == "unfinished"
+    assert total(ref, broken_end) == pytest.approx(total(ref, stopped) - 0.1)
+    assert total(ref, broken_end) < total(ref, stopped) < total(ref, good)
+    # a plain last turn is still the answer
+    assert R.rollout_from_completion(good).end == "answered"
+
+
+def test_advantage_by_end_says_which_endings_a_batch_teaches():
+    ref = reference()
+    log = R.RewardLog()
+    fn = R.make_behavioral_reward(num_generations=2, log=log)
+    good = completion(ref)
+    broken_end = [*good[:-1], {"role": "assistant", "content": '<tool_call>\n{"name": "Read"'}]
+    rewards = fn(
+        prompts=[None] * 4,
+        completions=[good, broken_end, good[:-1], good],
+        reference=[ref.model_dump_json()] * 4,
+    )
+    batch = log.batches[-1]
+    assert batch["ends"] == {"answered": 2, "invalid_call": 1, "unfinished": 1}
+    by_end = batch["advantage_by_end"]
+    assert by_end["invalid_call"]["rollouts"] == 1
+    assert by_end["invalid_call"]["advantage"] == pytest.approx((rewards[1] - rewards[0]) / 2)
+    assert by_end["unfinished"]["advantage"] == pytest.approx((rewards[2] - rewards[3]) / 2)
+    assert by_end["invalid_call"]["advantage"] < 0 and by_end["unfinished"]["advantage"] < 0
+    assert by_end["answered"]["advantage"] == pytest.approx(
+        ((rewards[0] - rewards[1]) / 2 + (rewards[3] - rewards[2]) / 2) / 2
+    )
+
+
 def test_a_malformed_call_costs_the_same_however_many_calls_surround_it():
     """The earlier guard scaled the reward by the valid share, so a rollout risking fewer calls
     (skipping the schema read) paid: the cost of a malformed call must not depend on the others."""

@@ -153,6 +153,17 @@ class Rollout:
     invalid_calls: int = 0  # unparsed call text, unknown tools, calls the trainer could not run
     unknown_tools: list[str] = field(default_factory=list)
     stopped_on_repeat: bool = False  # cut where the runtime's repeat rule ends a run
+    ended_on_invalid_call: bool = False  # the last turn is call text that did not parse
+
+    @property
+    def end(self) -> str:
+        """How the rollout ended: ``answered``, ``repeat`` (the runtime's stop), ``invalid_call``
+        (its last turn is a call that did not parse) or ``unfinished`` (out of budget or turns)."""
+        if self.stopped_on_repeat:
+            return "repeat"
+        if self.ended_on_invalid_call:
+            return "invalid_call"
+        return "answered" if self.episode.final_answer else "unfinished"
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -192,6 +203,10 @@ def rollout_from_completion(
     ``unanswered`` (the tool loop stopped). The final answer is the last assistant turn when it
     makes no call. Call text left in an assistant turn (the parser could not read it), calls to
     tools outside ``tools`` and calls whose arguments are not a JSON object count as invalid.
+    A last turn holding such call text is not an answer: the trainer's tool loop ends a rollout on
+    a call it cannot parse, where the runtime would return an error and go on, so the rollout
+    never answered (reading its text as the answer paid for ending a run on a broken call:
+    measured, README "RL phase").
 
     The rollout is scored as the runtime would have run it: the ``REPEAT_LIMIT``-th call identical
     (``exact_call_key``) to earlier ones is refused with the runtime's text and the run ends after
@@ -205,6 +220,7 @@ def rollout_from_completion(
     pending: list[int] = []  # indexes of the steps of the last assistant turn
     final_answer: str | None = None
     invalid = 0
+    ended_on_invalid_call = False
     unknown: list[str] = []
     turn = 0
     messages = _completion_messages(completion, fmt)
@@ -221,12 +237,14 @@ def rollout_from_completion(
             break  # the runtime ended the run after the turn with the refused call
         if role == "assistant":
             text = content_text(m.get("content")).strip()
-            if _CALL_TEXT.search(text):
+            call_text = bool(_CALL_TEXT.search(text))
+            if call_text:
                 invalid += max(1, text.count("<tool_call>"))
             calls = [c for c in m.get("tool_calls") or [] if isinstance(c, dict)]
             if not calls:
                 if i == last_assistant:
-                    final_answer = text or None
+                    ended_on_invalid_call = call_text
+                    final_answer = None if call_text else (text or None)
                 continue
             turn += 1
             pending = []
@@ -287,6 +305,7 @@ def rollout_from_completion(
         invalid_calls=invalid,
         unknown_tools=unknown,
         stopped_on_repeat=bool(refused),
+        ended_on_invalid_call=ended_on_invalid_call and not refused,
     )
 
 
@@ -401,6 +420,7 @@ class Scored:
     repeated_calls: int = 0
     penalty: float = 0.0
     stopped_on_repeat: bool = False
+    end: str = "answered"  # Rollout.end
 
 
 def _stated_kinds(features: scoring.Features) -> set[Any]:
@@ -504,6 +524,7 @@ def score_rollout(
         repeats,
         penalty,
         rollout.stopped_on_repeat,
+        rollout.end,
     )
 
 
@@ -682,6 +703,22 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(var)
 
 
+def advantage_by_end(scored: list[Scored], num_generations: int) -> dict[str, dict[str, float]]:
+    """Per way of ending (``Rollout.end``): how many rollouts ended so and their mean reward less
+    their group's mean (GRPO's advantage before scaling). A way of ending with a positive mean is
+    what the step teaches; this is where a guard that does not bite shows first."""
+    sums: dict[str, list[float]] = {}
+    for start in range(0, len(scored) - num_generations + 1, num_generations):
+        group = scored[start : start + num_generations]
+        mean = sum(s.reward for s in group) / len(group)
+        for s in group:
+            sums.setdefault(s.end, []).append(s.reward - mean)
+    return {
+        end: {"rollouts": len(values), "advantage": sum(values) / len(values)}
+        for end, values in sorted(sums.items())
+    }
+
+
 def make_behavioral_reward(
     settings: RewardSettings | None = None,
     num_generations: int | None = None,
@@ -720,6 +757,7 @@ def make_behavioral_reward(
         entry["repeated_calls"] = sum(s.repeated_calls for s in scored)
         entry["valid_calls"] = sum(s.valid_calls for s in scored)
         entry["stopped_on_repeat"] = sum(s.stopped_on_repeat for s in scored)
+        entry["ends"] = dict(Counter(s.end for s in scored))
         sources: dict[str, int] = {}
         for env in environments:
             for record in getattr(env, "calls", None) or []:
@@ -729,6 +767,7 @@ def make_behavioral_reward(
             groups = [rewards[i : i + num_generations] for i in range(0, len(rewards), num_generations)]
             zero = sum(1 for g in groups if max(g) - min(g) <= 1e-6)
             entry["groups"], entry["zero_spread_groups"] = len(groups), zero
+            entry["advantage_by_end"] = advantage_by_end(scored, num_generations)
             if log is not None:
                 log.groups += len(groups)
                 log.zero_spread_groups += zero
@@ -743,6 +782,7 @@ def make_behavioral_reward(
             log_metric("guards/invalid_calls", float(entry["invalid_calls"]))
             log_metric("guards/repeated_calls", float(entry["repeated_calls"]))
             log_metric("guards/stopped_on_repeat", float(entry["stopped_on_repeat"]))
+            log_metric("guards/ended_on_invalid_call", float(entry["ends"].get("invalid_call", 0)))
             if "zero_spread_groups" in entry:
                 log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
             for source in ("replay", "sandbox", "refused"):
