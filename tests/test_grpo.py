@@ -515,7 +515,7 @@ def test_a_real_grpo_run_writes_a_complete_run_folder(tmp_path_factory):
     out = grpo.main(cfg, home)
     assert out.name == "llama-claude-ppo-v1"
     names = {p.name for p in out.iterdir()}
-    assert {"adapter", "merged", "manifest.json", "rewards.png"} <= names
+    assert {"adapter", "merged", "manifest.json", "rewards.png", "rollouts.jsonl"} <= names
     assert (out / "merged" / "model.safetensors").is_file() and (out / "merged" / "tokenizer.json").is_file()
     assert "tool_call" in (out / "merged" / "chat_template.jinja").read_text()
     assert load_file(str(out / "adapter" / "adapter_model.safetensors"))
@@ -523,6 +523,9 @@ def test_a_real_grpo_run_writes_a_complete_run_folder(tmp_path_factory):
     assert manifest["phase"] == "ppo" and manifest["base_model_folder"] == str(run / "merged")
     m = manifest["metrics"]
     assert m["steps"] == 2 and m["reward"] and m["kl"]
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == sum(b["completions"] for b in m["generation_batches"]) > 0
+    assert all(r["end"] in {"answered", "repeat", "invalid_call", "unfinished"} for r in rollouts)
     assert set(m["parts"]) == {
         "constraint_detection",
         "tool_use_alignment",

@@ -238,9 +238,9 @@ def test_a_rollout_ending_on_a_broken_call_did_not_answer():
     assert R.rollout_from_completion(good).end == "answered"
 
 
-def test_advantage_by_end_says_which_endings_a_batch_teaches():
+def test_advantage_by_end_says_which_endings_a_batch_teaches(tmp_path):
     ref = reference()
-    log = R.RewardLog()
+    log = R.RewardLog(rollouts_path=tmp_path / "rollouts.jsonl")
     fn = R.make_behavioral_reward(num_generations=2, log=log)
     good = completion(ref)
     broken_end = [*good[:-1], {"role": "assistant", "content": '<tool_call>\n{"name": "Read"'}]
@@ -259,6 +259,14 @@ def test_advantage_by_end_says_which_endings_a_batch_teaches():
     assert by_end["answered"]["advantage"] == pytest.approx(
         ((rewards[0] - rewards[1]) / 2 + (rewards[3] - rewards[2]) / 2) / 2
     )
+    # every rollout is written out with what it was paid and why
+    rows = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["end"] for r in rows] == ["answered", "invalid_call", "unfinished", "answered"]
+    assert [r["reward"] for r in rows] == pytest.approx(rewards)
+    assert [r["group"] for r in rows] == [0, 0, 1, 1] and {r["batch"] for r in rows} == {0}
+    assert rows[1]["advantage"] == pytest.approx(by_end["invalid_call"]["advantage"])
+    assert rows[1]["completion"] == broken_end and rows[0]["reference"] == ref.episode_id
+    assert rows[0]["prompt"] == ref.prompt and rows[1]["parts"]["outcome_equivalence"] == 0.0
 
 
 def test_a_malformed_call_costs_the_same_however_many_calls_surround_it():

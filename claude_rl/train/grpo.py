@@ -28,7 +28,8 @@ Output, like the SFT run: ``<home>/models/<name>/`` (default ``llama-claude-ppo-
 overwritten) with ``adapter/``, ``merged/`` (the adapter merged into the SFT model, with the
 tokenizer and the project's chat template), ``manifest.json`` (config, SFT run, dataset, metrics
 with the reward parts per step and the groups skipped for zero reward spread, versions) and
-``rewards.png`` (loss, KL, reward and its parts per step). Everything is written into
+``rewards.png`` (loss, KL, reward and its parts per step) and ``rollouts.jsonl`` (every scored
+rollout: its messages, how it ended, its parts, reward and group advantage). Everything is written into
 ``.tmp-<name>/`` and renamed when the run succeeded; a failed run leaves nothing behind.
 """
 
@@ -71,6 +72,7 @@ __all__ = [
 ]
 
 PLOT = "rewards.png"
+ROLLOUTS = "rollouts.jsonl"  # every scored rollout, one per line (reward.RewardLog)
 
 
 class GRPOError(sft.TrainError):
@@ -638,7 +640,7 @@ def _train(
         "tokenizer": _load_tokenizer(run.merged),
         "scratch_dir": tmp / "scratch",
     }
-    log = RewardLog()
+    log = RewardLog(rollouts_path=tmp / ROLLOUTS)
     created: list[Any] = []
     budget = time_budget_callback(cfg.max_train_minutes)
     trainer = build_trainer(
@@ -694,7 +696,7 @@ def _train(
         "metrics": metrics,
         "reward_plot": PLOT if plotted else "skipped: matplotlib is not installed",
         "versions": sft._versions(),
-        "outputs": {"adapter": "adapter/", "merged": "merged/"},
+        "outputs": {"adapter": "adapter/", "merged": "merged/", "rollouts": ROLLOUTS},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 

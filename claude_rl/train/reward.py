@@ -681,11 +681,21 @@ PART_FUNCTIONS: dict[str, Callable[..., list[float | None]]] = {
 
 @dataclass
 class RewardLog:
-    """Per generation batch: reward and part statistics, guards, and groups without signal."""
+    """Per generation batch: reward and part statistics, guards, and groups without signal. With
+    ``rollouts_path``, every scored rollout is appended there too (JSON lines: its messages, how
+    it ended, its parts, reward and advantage), so that what a step taught can be read back."""
 
     batches: list[dict[str, Any]] = field(default_factory=list)
     groups: int = 0
     zero_spread_groups: int = 0
+    rollouts_path: Path | None = None
+
+    def write_rollouts(self, rows: list[dict[str, Any]]) -> None:
+        if self.rollouts_path is None:
+            return
+        with self.rollouts_path.open("a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -717,6 +727,44 @@ def advantage_by_end(scored: list[Scored], num_generations: int) -> dict[str, di
         end: {"rollouts": len(values), "advantage": sum(values) / len(values)}
         for end, values in sorted(sums.items())
     }
+
+
+def _rollout_rows(
+    batch: int,
+    step: int | None,
+    scored: list[Scored],
+    references: list[Any],
+    prompts: list[Any],
+    completions: list[Any],
+    num_generations: int | None,
+) -> list[dict[str, Any]]:
+    size = num_generations if num_generations and len(scored) % num_generations == 0 else len(scored)
+    rows = []
+    for i, (s, ref, prompt, completion) in enumerate(
+        zip(scored, references, prompts, completions, strict=True)
+    ):
+        start = i - i % size
+        group = scored[start : start + size]
+        rows.append(
+            {
+                "batch": batch,
+                "step": step,
+                "group": i // size,
+                "reference": reference_episode(ref).episode_id,
+                "prompt": _prompt_text(prompt) or reference_episode(ref).prompt,
+                "end": s.end,
+                "reward": s.reward,
+                "advantage": s.reward - sum(g.reward for g in group) / len(group),
+                "parts": s.parts,
+                "call_factor": s.call_factor,
+                "penalty": s.penalty,
+                "valid_calls": s.valid_calls,
+                "invalid_calls": s.invalid_calls,
+                "repeated_calls": s.repeated_calls,
+                "completion": completion,
+            }
+        )
+    return rows
 
 
 def make_behavioral_reward(
@@ -775,6 +823,17 @@ def make_behavioral_reward(
         entry["step"] = getattr(state, "global_step", None)
         if log is not None:
             log.batches.append(entry)
+            log.write_rollouts(
+                _rollout_rows(
+                    len(log.batches) - 1,
+                    entry["step"],
+                    scored,
+                    references,
+                    prompts,
+                    completions,
+                    num_generations,
+                )
+            )
         log_metric = kwargs.get("log_metric")
         if callable(log_metric):
             log_metric("guards/call_budget_factor", entry["call_factor_mean"])
