@@ -755,7 +755,7 @@ def export_gguf_cmd(
             model, out, quants=normalize_quants(quant), outtype=outtype, check_parity=not no_parity
         )
     except ExportParityError as exc:
-        err.print(f"[red]export failed its parity checks; nothing was written:\n{exc}[/red]")
+        err.print(f"[red]{exc}[/red]")  # the message says what failed and that nothing was written
         raise typer.Exit(1) from exc
     except ExportError as exc:
         err.print(f"[red]{exc}[/red]")

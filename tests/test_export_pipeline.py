@@ -161,3 +161,32 @@ def test_without_parity_checks_the_report_says_so(tiny, tmp_path):
     result = _export(tiny, tmp_path / "gguf", check_parity=False)
     assert result.report["parity"] == {"skipped": True}
     assert "parity checks skipped" in "\n".join(summary_lines(result.report))
+
+
+def _numbers(max_d: float, not_near_tie: int = 0, greedy_equal: int = 4) -> dict[str, float]:
+    return {
+        "max_abs_dlogit": max_d,
+        "top1_disagree_not_near_tie": not_near_tie,
+        "top1_agree": 446 - not_near_tie,
+        "positions": 446,
+        "greedy_total": 4,
+        "greedy_equal": greedy_equal,
+        "greedy_near_tie": 0,
+    }
+
+
+def test_a_gate_failed_by_rounding_alone_says_so():
+    from claude_rl.export.parity import strict_failures
+
+    assert strict_failures("f16", _numbers(0.087), 0.15) == []
+    # the PPO model's measured case: over the bound, everything else agreeing
+    (only,) = strict_failures("f16", _numbers(0.163), 0.15)
+    assert only.startswith("f16: max |Δlogit| 0.163 > 0.15") and "--outtype f32" in only
+    # a broken conversion gets no such hint: far over the bound, or top-1 / greedy disagreeing
+    for numbers in (
+        _numbers(36.0, not_near_tie=315, greedy_equal=1),
+        _numbers(1.5),
+        _numbers(0.3, greedy_equal=3),
+    ):
+        assert not any("--outtype f32" in line for line in strict_failures("f16", numbers, 0.15))
+    assert not any("--outtype f32" in line for line in strict_failures("f32", _numbers(0.2), 0.15))

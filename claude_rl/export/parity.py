@@ -258,6 +258,11 @@ def measure_file(
     }
 
 
+# Below this max |Δlogit|, with top-1 and greedy agreeing, a failed gate is rounding, not a broken
+# conversion (those measured 1-40).
+ROUNDING_ONLY_BELOW = 1.0
+
+
 def strict_failures(label: str, numbers: dict[str, Any], tolerance: float) -> list[str]:
     out = []
     if numbers["max_abs_dlogit"] > tolerance:
@@ -270,6 +275,13 @@ def strict_failures(label: str, numbers: dict[str, Any], tolerance: float) -> li
     bad = numbers["greedy_total"] - numbers["greedy_equal"] - numbers["greedy_near_tie"]
     if bad:
         out.append(f"{label}: greedy continuations differ on {bad} of {numbers['greedy_total']} prompts")
+    if len(out) == 1 and label in ("f16", "bf16") and numbers["max_abs_dlogit"] < ROUNDING_ONLY_BELOW:
+        # Measured: a PPO model at learning rate 1e-3 gave 0.163 in F16 (0.042 in F32), its
+        # base 0.079; the rounding error depends on the weights, not only on the conversion.
+        out[0] += (
+            f" (top-1 and greedy agree: {label.upper()} rounding of this model's weights, not a broken "
+            "conversion; --outtype f32 keeps full precision)"
+        )
     return out
 
 
