@@ -47,6 +47,9 @@ then guarded against reward hacking:
 - the runtime's stop (a cut): a rollout is scored up to the call the runtime would refuse (the
   ``REPEAT_LIMIT``-th identical call) and ends there, no answer after it
   (``rollout_from_completion``): looping costs what it costs in a deployed run.
+- a broken last call (no answer): TRL's tool loop ends a rollout on a call it cannot parse, so a last
+  turn holding call text is not read as the final answer (it was, and paid 0.02-0.07 for ending a
+  run on a broken call); the call costs ``invalid_call_penalty`` as above.
 
 The total can be below 0 where the penalties outweigh the parts.
 
