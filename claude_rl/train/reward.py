@@ -308,7 +308,7 @@ def rollout_from_completion(
         invalid_calls=invalid,
         unknown_tools=unknown,
         stopped_on_repeat=bool(refused),
-        ended_on_invalid_call=ended_on_invalid_call and not refused,
+        ended_on_invalid_call=ended_on_invalid_call,  # never after a refusal: the loop stopped there
     )
 
 
@@ -422,8 +422,11 @@ class Scored:
     invalid_calls: int
     repeated_calls: int = 0
     penalty: float = 0.0
-    stopped_on_repeat: bool = False
     end: str = "answered"  # Rollout.end
+
+    @property
+    def stopped_on_repeat(self) -> bool:
+        return self.end == "repeat"
 
 
 def _stated_kinds(features: scoring.Features) -> set[Any]:
@@ -526,7 +529,6 @@ def score_rollout(
         rollout.invalid_calls,
         repeats,
         penalty,
-        rollout.stopped_on_repeat,
         rollout.end,
     )
 
@@ -716,16 +718,24 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(var)
 
 
-def advantage_by_end(scored: list[Scored], num_generations: int) -> dict[str, dict[str, float]]:
-    """Per way of ending (``Rollout.end``): how many rollouts ended so and their mean reward less
-    their group's mean (GRPO's advantage before scaling). A way of ending with a positive mean is
-    what the step teaches; this is where a guard that does not bite shows first."""
+def group_advantages(rewards: list[float], size: int) -> list[float]:
+    """Each reward less the mean of its group (``size`` consecutive completions of one prompt):
+    GRPO's advantage before scaling."""
+    out = []
+    for start in range(0, len(rewards), size):
+        group = rewards[start : start + size]
+        mean = sum(group) / len(group)
+        out += [r - mean for r in group]
+    return out
+
+
+def advantage_by_end(scored: list[Scored], advantages: list[float]) -> dict[str, dict[str, float]]:
+    """Per way of ending (``Rollout.end``): how many rollouts ended so and their mean advantage. A
+    way of ending with a positive mean is what the step teaches; this is where a guard that does
+    not bite shows first."""
     sums: dict[str, list[float]] = {}
-    for start in range(0, len(scored) - num_generations + 1, num_generations):
-        group = scored[start : start + num_generations]
-        mean = sum(s.reward for s in group) / len(group)
-        for s in group:
-            sums.setdefault(s.end, []).append(s.reward - mean)
+    for s, advantage in zip(scored, advantages, strict=True):
+        sums.setdefault(s.end, []).append(advantage)
     return {
         end: {"rollouts": len(values), "advantage": sum(values) / len(values)}
         for end, values in sorted(sums.items())
@@ -736,18 +746,16 @@ def _rollout_rows(
     batch: int,
     step: int | None,
     scored: list[Scored],
+    advantages: list[float],
     references: list[Any],
     prompts: list[Any],
     completions: list[Any],
-    num_generations: int | None,
+    size: int,
 ) -> list[dict[str, Any]]:
-    size = num_generations if num_generations and len(scored) % num_generations == 0 else len(scored)
     rows = []
-    for i, (s, ref, prompt, completion) in enumerate(
-        zip(scored, references, prompts, completions, strict=True)
+    for i, (s, advantage, ref, prompt, completion) in enumerate(
+        zip(scored, advantages, references, prompts, completions, strict=True)
     ):
-        start = i - i % size
-        group = scored[start : start + size]
         rows.append(
             {
                 "batch": batch,
@@ -757,7 +765,7 @@ def _rollout_rows(
                 "prompt": _prompt_text(prompt) or reference_episode(ref).prompt,
                 "end": s.end,
                 "reward": s.reward,
-                "advantage": s.reward - sum(g.reward for g in group) / len(group),
+                "advantage": advantage,
                 "parts": s.parts,
                 "call_factor": s.call_factor,
                 "penalty": s.penalty,
@@ -814,11 +822,14 @@ def make_behavioral_reward(
             for record in getattr(env, "calls", None) or []:
                 sources[record.source] = sources.get(record.source, 0) + 1
         entry["environment_calls"] = sources
-        if num_generations and num_generations > 1 and len(rewards) % num_generations == 0:
-            groups = [rewards[i : i + num_generations] for i in range(0, len(rewards), num_generations)]
+        grouped = bool(num_generations and num_generations > 1 and len(rewards) % num_generations == 0)
+        size = num_generations if grouped and num_generations else len(rewards)
+        advantages = group_advantages(rewards, size)
+        if grouped:
+            groups = [rewards[i : i + size] for i in range(0, len(rewards), size)]
             zero = sum(1 for g in groups if max(g) - min(g) <= 1e-6)
             entry["groups"], entry["zero_spread_groups"] = len(groups), zero
-            entry["advantage_by_end"] = advantage_by_end(scored, num_generations)
+            entry["advantage_by_end"] = advantage_by_end(scored, advantages)
             if log is not None:
                 log.groups += len(groups)
                 log.zero_spread_groups += zero
@@ -831,10 +842,11 @@ def make_behavioral_reward(
                     len(log.batches) - 1,
                     entry["step"],
                     scored,
+                    advantages,
                     references,
                     prompts,
                     completions,
-                    num_generations,
+                    size,
                 )
             )
         log_metric = kwargs.get("log_metric")
