@@ -232,6 +232,7 @@ class PromptResult:
     reference_origin: str = "episode"
     run_path: str | None = None
     error: str | None = None
+    answer_grounded: bool | None = None  # scoring.answer_grounded: None when no number in the answer
 
 
 @dataclass
@@ -383,6 +384,7 @@ def scored_result(
         reference_answer=ref.episode.final_answer,
         candidate_answer=episode.final_answer,
         reference_origin=ref.origin,
+        answer_grounded=scoring.answer_grounded(episode),
         **run,
     )
 
@@ -492,6 +494,8 @@ def summarize(results: list[PromptResult], models: list[str], baseline: str | No
             "mean_turns": sum(r.turns for r in mine) / len(mine) if mine else None,
             "mean_calls": calls / len(mine) if mine else None,
             "mean_seconds": sum(r.seconds for r in mine) / len(mine) if mine else None,
+            "answers_with_numbers": sum(1 for r in mine if r.answer_grounded is not None),
+            "answers_mostly_unseen_numbers": sum(1 for r in mine if r.answer_grounded is False),
         }
     if len(models) > 1:
         base = baseline or models[0]
@@ -542,6 +546,14 @@ def _rate(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _unseen(stats: Mapping[str, Any]) -> str:
+    """ "k of n": answers with numbers, most of which the run never saw (reports older than this
+    count show "–")."""
+    if "answers_with_numbers" not in stats:
+        return "–"
+    return f"{stats['answers_mostly_unseen_numbers']} of {stats['answers_with_numbers']}"
+
+
 def _cell(text: Any, limit: int = 120) -> str:
     s = " ".join(str(text if text is not None else "").split())
     if len(s) > limit:
@@ -569,6 +581,7 @@ def headline_table(report: EvalReport | Mapping[str, Any]) -> str:
         rows.append([LABELS[name], *[_fmt(summary[m]["overall"].get(name)) for m in models]])
     rows.append(["valid-call rate", *[_rate(summary[m]["valid_call_rate"]) for m in models]])
     rows.append(["mean turns", *[_rate(summary[m]["mean_turns"], 1) for m in models]])
+    rows.append(["answers made of unseen numbers", *[_unseen(summary[m]) for m in models]])
     header = ["metric", *models]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
@@ -612,6 +625,7 @@ def render_markdown(report: EvalReport | Mapping[str, Any], charts: Iterable[str
         ["mean calls", *[_rate(summary[m]["mean_calls"], 1) for m in models]],
         ["mean seconds", *[_rate(summary[m]["mean_seconds"], 1) for m in models]],
         ["errors", *[str(summary[m]["errors"]) for m in models]],
+        ["answers made of unseen numbers", *[_unseen(summary[m]) for m in models]],
         [
             "stop reasons",
             *[", ".join(f"{k} {v}" for k, v in summary[m]["stop_reasons"].items()) for m in models],

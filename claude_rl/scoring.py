@@ -410,6 +410,30 @@ def answer_numbers(text: str) -> set[str]:
     return out
 
 
+def unseen_answer_numbers(episode: Episode) -> tuple[set[str], set[str]]:
+    """(the final answer's numbers, those of them the run never saw): a number is seen when it is in
+    the prompt, a call's input or a call's result. A diagnostic, not a scorer: a sum or an average
+    is legitimately unseen (2 of the 29 held-out reference answers of the sample corpus are mostly
+    unseen numbers), but an answer made mostly of unseen numbers was written without the data."""
+    numbers = answer_numbers(episode.final_answer or "")
+    if not numbers:
+        return numbers, set()
+    seen = answer_numbers(episode.prompt or "")
+    for step in episode.steps:
+        seen |= answer_numbers(json.dumps(step.call.input, default=str))
+        seen |= answer_numbers(step.call.output or "")
+    return numbers, numbers - seen
+
+
+def answer_grounded(episode: Episode) -> bool | None:
+    """False when most of the final answer's numbers appear nowhere the run could have read them
+    (``unseen_answer_numbers``), True otherwise; None when the answer holds no number."""
+    numbers, unseen = unseen_answer_numbers(episode)
+    if not numbers:
+        return None
+    return len(unseen) * 2 <= len(numbers)
+
+
 def answer_tokens(text: str) -> Counter[str]:
     return Counter(
         t for t in (m.group(0).lower() for m in _ANSWER_TOKEN.finditer(text)) if t not in _STOP_WORDS

@@ -198,6 +198,9 @@ def test_report_files_exist_and_charts_are_pngs(report):
         assert heading in md
     assert "| metric | perfect | silent |" in md
     assert "Grep → Bash" in md  # reference tool sequences in the per-prompt rows
+    perfect = rep.summary["perfect"]
+    unseen = f"{perfect['answers_mostly_unseen_numbers']} of {perfect['answers_with_numbers']}"
+    assert f"| answers made of unseen numbers | {unseen} | 0 of 0 |" in md
 
 
 def test_report_json_numbers_equal_recomputation(report):
@@ -227,6 +230,8 @@ def test_report_json_numbers_equal_recomputation(report):
                     assert stat["mean"] is None
         calls = sum(p["calls"] for p in rows)
         assert summary["calls"] == calls
+        assert summary["answers_with_numbers"] == sum(p["answer_grounded"] is not None for p in rows)
+        assert summary["answers_mostly_unseen_numbers"] == sum(p["answer_grounded"] is False for p in rows)
         assert summary["mean_turns"] == pytest.approx(sum(p["turns"] for p in rows) / len(rows))
     # the per-prompt scores are score_all of the reference and the written candidate
     candidates = [
@@ -252,6 +257,12 @@ def test_perfect_runner_scores_one_and_silent_runner_zero(report):
     assert rep.summary["perfect"]["stop_reasons"] == {"answer": LIMIT}
     assert rep.summary["silent"]["stop_reasons"] == {"no_tool_call": LIMIT}
     assert rep.summary["silent"]["mean_turns"] == 1.0
+    # the perfect runner replays the references: their answers are as grounded as the references'
+    assert [r.answer_grounded for r in rep.results if r.model == "perfect"] == [
+        scoring.answer_grounded(perfect.by_prompt[r.prompt]) for r in rep.results if r.model == "perfect"
+    ]
+    assert rep.summary["perfect"]["answers_with_numbers"] > 0
+    assert rep.summary["silent"]["answers_with_numbers"] == 0
     # fresh workspace copies, edits allowed there only, and every run written
     assert len(set(perfect.workspaces)) == LIMIT and not any(w.exists() for w in perfect.workspaces)
     assert not (ev._default_workspace() / "db" / "scratch.txt").exists()

@@ -190,6 +190,29 @@ def test_answer_numbers_normalization():
     assert scoring.answer_numbers("no numbers") == set()
 
 
+def test_an_answer_is_grounded_when_its_numbers_were_read():
+    rows = "GEN-2|FAIL_TO_START|critical|2026-03-05 10:02\nGEN-1|FUEL_LOW|warning|2026-03-08 08:57"
+    answer = "4 alarms: GEN-2 on 2026-03-05 10:02, GEN-1 on 2026-03-08 08:57."
+    read = episode([(call("Bash", {"command": QUERY}, rows), "Query the alarms.")], answer=answer)
+    numbers, unseen = scoring.unseen_answer_numbers(read)
+    assert numbers == {"4", "2026-03-05 10:02", "2026-03-08 08:57"}
+    assert unseen == {"4"}  # a count the model worked out: unseen, but one of three
+    assert scoring.answer_grounded(read) is True
+
+    # The same answer after reading only the schema: its dates and times came from nowhere.
+    schema_only = episode(
+        [(call("Grep", SCHEMA_GREP, "CREATE TABLE alarms ("), "Schema first.")], answer=answer
+    )
+    assert scoring.unseen_answer_numbers(schema_only)[1] == numbers
+    assert scoring.answer_grounded(schema_only) is False
+
+    # Numbers the prompt or a call's input holds count as seen; no number, no verdict.
+    from_prompt = episode([], answer="None since 2026-03-05.", prompt="Alarms since 2026-03-05?")
+    assert scoring.answer_grounded(from_prompt) is True
+    assert scoring.answer_grounded(episode([], answer="None raised.")) is None
+    assert scoring.answer_grounded(episode([], answer=None)) is None
+
+
 def test_pluggable_text_similarity():
     ref = reference()
     cand = ref.model_copy(update={"final_answer": "Four alarms in total: 4."})
