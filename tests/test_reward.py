@@ -5,6 +5,7 @@ returns them (assistant turns with tool_calls, one tool turn per call, the final
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -551,3 +552,52 @@ def test_reference_episodes_rebuilt_from_dataset_rows():
     )
     assert scoring.episode_from_messages(failed).steps[0].call.is_error
     assert json.loads(rebuilt.model_dump_json())["episode_id"] == "abc:3"
+
+
+# --- answers made of unseen numbers ---------------------------------------------------------------
+
+
+def test_an_answer_of_unseen_numbers_costs_its_penalty_when_one_is_set(tmp_path):
+    """Guessed figures: the answer's numbers appear nowhere the rollout read them. Counted always;
+    penalized by ``unseen_answer_penalty`` (0 by default), unless the reference computes its own."""
+    rows = "GEN-2|FAIL_TO_START|critical|2026-03-05 10:02\nGEN-1|FUEL_LOW|warning|2026-03-08 08:57"
+    ask = call("Bash", {"command": QUERY, "description": "Generator alarms"}, rows)
+    ref = episode([(SCHEMA, None), (ask, "Generators are `kind = 'generator'` in assets."), (DOCS, "Codes.")])
+    assert scoring.answer_grounded(ref) is True
+    good = completion(ref)
+    guess = completion(with_steps(ref, [(SCHEMA, None)]))  # the same answer after the schema alone
+    settings = R.RewardSettings(unseen_answer_penalty=0.2)
+    assert not R._scored(ref.model_dump_json(), None, good).unseen_answer
+    scored = R._scored(ref.model_dump_json(), None, guess)
+    assert scored.unseen_answer and scored.penalty == 0.0  # off by default: counted, not charged
+    assert total(ref, guess, settings) == pytest.approx(total(ref, guess) - 0.2)
+    assert total(ref, good, settings) == pytest.approx(total(ref, good))
+    # a reference whose answer is itself unseen numbers (computed figures) lets the guess go
+    computed = episode([(SCHEMA, None), (ASK, "Query."), (DOCS, "Codes.")])
+    assert scoring.answer_grounded(computed) is False
+    assert total(computed, guess, settings) == pytest.approx(total(computed, guess))
+    # the batch counts them and rollouts.jsonl marks them
+    log = R.RewardLog(rollouts_path=tmp_path / "rollouts.jsonl")
+    R.make_behavioral_reward(settings, num_generations=2, log=log)(
+        prompts=[None] * 2, completions=[good, guess], reference=[ref.model_dump_json()] * 2
+    )
+    assert log.batches[-1]["unseen_answers"] == 1
+    marks = [
+        json.loads(line)["unseen_answer"] for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()
+    ]
+    assert marks == [False, True]
+
+
+def test_the_unseen_answer_penalty_comes_from_the_config():
+    from claude_rl.train.grpo import reward_settings
+
+    assert load_grpo_config().reward.unseen_answer_penalty == 0.0
+    presets = sorted((Path(__file__).parents[1] / "configs").glob("grpo-*.yaml"))
+    assert len(presets) >= 3
+    for preset in presets:  # not measured in a long run yet: off everywhere
+        assert reward_settings(load_grpo_config(preset)).unseen_answer_penalty == 0.0, preset.name
+    settings = reward_settings(load_grpo_config(None, ["reward.unseen_answer_penalty=0.15"]))
+    assert settings.unseen_answer_penalty == 0.15
+    assert settings.weights == R.DEFAULT_WEIGHTS and settings.repeated_call_penalty == 0.05
+    with pytest.raises(ConfigError):
+        load_grpo_config(None, ["reward.unseen_answer_penalty=-1"])

@@ -539,6 +539,18 @@ def time_budget_callback(minutes: float | None) -> Any:
     return TimeBudget()
 
 
+def reward_settings(cfg: GRPORunConfig) -> RewardSettings:
+    """The config's ``reward`` section as the reward's settings (a part left out weighs 0)."""
+    return RewardSettings(
+        weights={p: float(cfg.reward.weights.get(p, 0.0)) for p in PARTS},
+        call_budget_factor=cfg.reward.call_budget_factor,
+        call_budget_slack=cfg.reward.call_budget_slack,
+        invalid_call_penalty=cfg.reward.invalid_call_penalty,
+        repeated_call_penalty=cfg.reward.repeated_call_penalty,
+        unseen_answer_penalty=cfg.reward.unseen_answer_penalty,
+    )
+
+
 def build_trainer(
     cfg: GRPORunConfig,
     model: Any,
@@ -559,13 +571,7 @@ def build_trainer(
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is marked experimental
     dataset, _ = build_dataset(prompts)
-    settings = RewardSettings(
-        weights={p: float(cfg.reward.weights.get(p, 0.0)) for p in PARTS},
-        call_budget_factor=cfg.reward.call_budget_factor,
-        call_budget_slack=cfg.reward.call_budget_slack,
-        invalid_call_penalty=cfg.reward.invalid_call_penalty,
-        repeated_call_penalty=cfg.reward.repeated_call_penalty,
-    )
+    settings = reward_settings(cfg)
     reward_funcs = [make_behavioral_reward(settings, cfg.num_generations, log)] + [
         PART_FUNCTIONS[p] for p in PARTS
     ]

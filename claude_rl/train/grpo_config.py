@@ -59,6 +59,13 @@ class RewardConfig(BaseModel):
         description="Taken off the reward for each call identical to an earlier one (no edit between), "
         "beyond the reference's own repeats: looping on a result, or an error, already in hand does not pay.",
     )
+    unseen_answer_penalty: float = Field(
+        0.0,
+        ge=0.0,
+        description="Taken off the reward when the final answer is made mostly of numbers the rollout never "
+        "read (prompt, call inputs and results) while the reference's answer is not: guessed figures do not "
+        "pay. 0 (off) by default: its effect in a long run is not measured yet.",
+    )
 
     @model_validator(mode="after")
     def _known_parts(self) -> RewardConfig:

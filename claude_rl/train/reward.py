@@ -50,6 +50,12 @@ then guarded against reward hacking:
 - a broken last call (no answer): TRL's tool loop ends a rollout on a call it cannot parse, so a last
   turn holding call text is not read as the final answer (it was, and paid 0.02-0.07 for ending a
   run on a broken call); the call costs ``invalid_call_penalty`` as above.
+- an answer made of unseen numbers (a penalty, off by default): ``unseen_answer_penalty`` when most
+  of the answer's numbers appear nowhere the rollout read them (``scoring.answer_grounded``) and the
+  reference's answer is not itself computed that way. Counted in every run
+  (``guards/unseen_answers``, ``rollouts.jsonl``): in the long preset's run of 2026-12-06, 14 of
+  the 20 held-out answers with numbers were such guesses, and in training they had a mean group
+  advantage of +0.01 against −0.19 for a loop. Its weight is not measured yet, hence 0.
 
 The total can be below 0 where the penalties outweigh the parts.
 
@@ -137,6 +143,7 @@ class RewardSettings:
     call_budget_slack: int = 2
     invalid_call_penalty: float = 0.1
     repeated_call_penalty: float = 0.05
+    unseen_answer_penalty: float = 0.0
 
 
 # =============================================================================================
@@ -423,6 +430,7 @@ class Scored:
     repeated_calls: int = 0
     penalty: float = 0.0
     end: str = "answered"  # Rollout.end
+    unseen_answer: bool = False  # an answer made mostly of numbers the rollout never read
 
     @property
     def stopped_on_repeat(self) -> bool:
@@ -505,6 +513,13 @@ def repeated_calls(episode: Episode) -> int:
     return repeats
 
 
+def unseen_answer(reference: Episode, candidate: Episode) -> bool:
+    """The candidate's answer is made mostly of numbers it never read (``scoring.answer_grounded``),
+    where the reference's answer is not (a reference that computes its figures lets the candidate
+    compute too)."""
+    return scoring.answer_grounded(candidate) is False and scoring.answer_grounded(reference) is not False
+
+
 def score_rollout(
     reference: Episode,
     rollout: Rollout,
@@ -518,7 +533,12 @@ def score_rollout(
         parts = score_parts(reference, rollout.episode, text_similarity)
     call_factor = call_budget_factor(reference, rollout, settings)
     repeats = max(0, repeated_calls(rollout.episode) - repeated_calls(reference))
-    penalty = settings.invalid_call_penalty * rollout.invalid_calls + settings.repeated_call_penalty * repeats
+    unseen = unseen_answer(reference, rollout.episode)
+    penalty = (
+        settings.invalid_call_penalty * rollout.invalid_calls
+        + settings.repeated_call_penalty * repeats
+        + settings.unseen_answer_penalty * unseen
+    )
     total = scoring.weighted_sum(parts, settings.weights) * call_factor - penalty
     total = total if math.isfinite(total) else 0.0
     return Scored(
@@ -530,6 +550,7 @@ def score_rollout(
         repeats,
         penalty,
         rollout.end,
+        unseen,
     )
 
 
@@ -772,6 +793,7 @@ def _rollout_rows(
                 "valid_calls": s.valid_calls,
                 "invalid_calls": s.invalid_calls,
                 "repeated_calls": s.repeated_calls,
+                "unseen_answer": s.unseen_answer,
                 "completion": completion,
             }
         )
@@ -784,7 +806,7 @@ def make_behavioral_reward(
     log: RewardLog | None = None,
 ) -> Callable[..., list[float]]:
     """The reward GRPOTrainer optimizes: the weighted parts (renormalized over those that apply)
-    times the call-budget factor, less the invalid- and repeated-call penalties. With
+    times the call-budget factor, less the invalid-call, repeated-call and unseen-answer penalties. With
     ``num_generations`` it counts the groups (consecutive completions of one prompt) whose rewards
     are all equal: GRPO's advantage is 0 there, so they teach nothing.
     Each call appends the batch's statistics to ``log`` and reports them with ``log_metric``."""
@@ -816,6 +838,7 @@ def make_behavioral_reward(
         entry["repeated_calls"] = sum(s.repeated_calls for s in scored)
         entry["valid_calls"] = sum(s.valid_calls for s in scored)
         entry["stopped_on_repeat"] = sum(s.stopped_on_repeat for s in scored)
+        entry["unseen_answers"] = sum(s.unseen_answer for s in scored)
         entry["ends"] = dict(Counter(s.end for s in scored))
         sources: dict[str, int] = {}
         for env in environments:
@@ -857,6 +880,7 @@ def make_behavioral_reward(
             log_metric("guards/repeated_calls", float(entry["repeated_calls"]))
             log_metric("guards/stopped_on_repeat", float(entry["stopped_on_repeat"]))
             log_metric("guards/ended_on_invalid_call", float(entry["ends"].get("invalid_call", 0)))
+            log_metric("guards/unseen_answers", float(entry["unseen_answers"]))
             if "zero_spread_groups" in entry:
                 log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
             for source in ("replay", "sandbox", "refused"):
