@@ -64,7 +64,8 @@ class RewardConfig(BaseModel):
         ge=0.0,
         description="Taken off the reward when the final answer is made mostly of numbers the rollout never "
         "read (prompt, call inputs and results) while the reference's answer is not: guessed figures do not "
-        "pay. 0 (off) by default: its effect in a long run is not measured yet.",
+        "pay. 0 (off) by default: 0.1 on the long CPU preset cut guessed answers and made the run worse "
+        "(README, RL phase).",
     )
 
     @model_validator(mode="after")

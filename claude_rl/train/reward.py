@@ -55,7 +55,9 @@ then guarded against reward hacking:
   reference's answer is not itself computed that way. Counted in every run
   (``guards/unseen_answers``, ``rollouts.jsonl``): in the long preset's run of 2026-12-06, 14 of
   the 20 held-out answers with numbers were such guesses, and in training they had a mean group
-  advantage of +0.01 against −0.19 for a loop. Its weight is not measured yet, hence 0.
+  advantage of +0.01 against −0.19 for a loop. At 0.1 (same preset and seed) guessed answers fell
+  to 6 of 14 but ending on a broken call, charged the same, stopped being clearly the worst ending
+  (mean advantage −0.02 instead of −0.09) and the held-out reward fell (README, RL phase); hence 0.
 
 The total can be below 0 where the penalties outweigh the parts.
 
