@@ -235,6 +235,11 @@ def test_a_rollout_ending_on_a_broken_call_did_not_answer():
     assert R.rollout_from_completion(stopped).end == "unfinished"
     assert total(ref, broken_end) == pytest.approx(total(ref, stopped) - 0.1)
     assert total(ref, broken_end) < total(ref, stopped) < total(ref, good)
+    # charged again where broken_end_penalty is set (off by default); other endings are not
+    extra = R.RewardSettings(broken_end_penalty=0.15)
+    assert total(ref, broken_end, extra) == pytest.approx(total(ref, broken_end) - 0.15)
+    assert total(ref, stopped, extra) == pytest.approx(total(ref, stopped))
+    assert total(ref, good, extra) == pytest.approx(total(ref, good))
     # a plain last turn is still the answer
     assert R.rollout_from_completion(good).end == "answered"
 
@@ -594,10 +599,15 @@ def test_the_unseen_answer_penalty_comes_from_the_config():
     assert load_grpo_config().reward.unseen_answer_penalty == 0.0
     presets = sorted((Path(__file__).parents[1] / "configs").glob("grpo-*.yaml"))
     assert len(presets) >= 3
-    for preset in presets:  # not measured in a long run yet: off everywhere
-        assert reward_settings(load_grpo_config(preset)).unseen_answer_penalty == 0.0, preset.name
-    settings = reward_settings(load_grpo_config(None, ["reward.unseen_answer_penalty=0.15"]))
-    assert settings.unseen_answer_penalty == 0.15
+    for preset in presets:  # 0.1 made the long preset worse; the extra broken-end charge is unrun
+        settings = reward_settings(load_grpo_config(preset))
+        assert settings.unseen_answer_penalty == 0.0 and settings.broken_end_penalty == 0.0, preset.name
+    settings = reward_settings(
+        load_grpo_config(None, ["reward.unseen_answer_penalty=0.15", "reward.broken_end_penalty=0.1"])
+    )
+    assert settings.unseen_answer_penalty == 0.15 and settings.broken_end_penalty == 0.1
     assert settings.weights == R.DEFAULT_WEIGHTS and settings.repeated_call_penalty == 0.05
     with pytest.raises(ConfigError):
         load_grpo_config(None, ["reward.unseen_answer_penalty=-1"])
+    with pytest.raises(ConfigError):
+        load_grpo_config(None, ["reward.broken_end_penalty=-0.1"])

@@ -548,6 +548,7 @@ def reward_settings(cfg: GRPORunConfig) -> RewardSettings:
         invalid_call_penalty=cfg.reward.invalid_call_penalty,
         repeated_call_penalty=cfg.reward.repeated_call_penalty,
         unseen_answer_penalty=cfg.reward.unseen_answer_penalty,
+        broken_end_penalty=cfg.reward.broken_end_penalty,
     )
 
 

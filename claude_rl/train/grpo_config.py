@@ -67,6 +67,13 @@ class RewardConfig(BaseModel):
         "pay. 0 (off) by default: 0.1 on the long CPU preset cut guessed answers and made the run worse "
         "(README, RL phase).",
     )
+    broken_end_penalty: float = Field(
+        0.0,
+        ge=0.0,
+        description="Taken off the reward, on top of invalid_call_penalty, when a rollout ends on a call "
+        "that did not parse: keeps that ending below a guessed answer where unseen_answer_penalty charges "
+        "guesses. 0 (off) by default: not measured in a run yet (README, RL phase).",
+    )
 
     @model_validator(mode="after")
     def _known_parts(self) -> RewardConfig:
