@@ -593,7 +593,7 @@ def test_an_answer_of_unseen_numbers_costs_its_penalty_when_one_is_set(tmp_path)
     assert marks == [False, True]
 
 
-def test_the_unseen_answer_penalty_comes_from_the_config():
+def test_the_unseen_answer_and_broken_end_penalties_come_from_the_config():
     from claude_rl.train.grpo import reward_settings
 
     assert load_grpo_config().reward.unseen_answer_penalty == 0.0
