@@ -815,7 +815,8 @@ def make_behavioral_reward(
     log: RewardLog | None = None,
 ) -> Callable[..., list[float]]:
     """The reward GRPOTrainer optimizes: the weighted parts (renormalized over those that apply)
-    times the call-budget factor, less the invalid-call, repeated-call and unseen-answer penalties. With
+    times the call-budget factor, less the penalties (invalid calls, repeated calls, and where set an
+    answer of unseen numbers and a broken last call). With
     ``num_generations`` it counts the groups (consecutive completions of one prompt) whose rewards
     are all equal: GRPO's advantage is 0 there, so they teach nothing.
     Each call appends the batch's statistics to ``log`` and reports them with ``log_metric``."""
