@@ -201,6 +201,13 @@ LLAMA3_TEMPLATE = (
     .strip()
 )
 
+# A tag opens a call only where a JSON object follows it. The policy learned to quote the tag in
+# its prose ("the readings column is `<tool_call>`."); read as an opening, the quote swallowed the
+# real call written after it, that call failed to parse and greedy runs looped on the error to the
+# turn limit (measured: README "RL phase"). The runtime, the reward and TRL's parser (the response
+# template below) all read calls by this one rule.
+CHATML_CALL_OPEN = r"<tool_call>(?=\s*\{)"
+
 # Response templates for transformers' ``parse_response`` (TRL's GRPO tool loop): where the
 # assistant turn starts, tool calls as repeated JSON regions, the rest is content up to the end token.
 CHATML_RESPONSE_TEMPLATE: dict[str, Any] = {
@@ -208,7 +215,7 @@ CHATML_RESPONSE_TEMPLATE: dict[str, Any] = {
     "start_anchor": "<|im_start|>assistant\n",
     "fields": {
         "tool_calls": {
-            "open": "<tool_call>",
+            "open_pattern": CHATML_CALL_OPEN,
             "close_pattern": r"</tool_call>\s*",
             "repeats": True,
             "content": "json",
@@ -485,7 +492,12 @@ def tool_inputs(messages: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, 
 
 # --- parsing what the model wrote -------------------------------------------------------------
 
-_CHATML_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|\Z)", re.S)
+_CHATML_CALL = re.compile(CHATML_CALL_OPEN + r"\s*(.*?)\s*(?:</tool_call>|\Z)", re.S)
+# Left in the content, these were meant as calls: a block opened on JSON that did not parse, or a
+# tagged block with something other than JSON in it. A lone tag in the prose is text.
+_CHATML_ATTEMPT = re.compile(
+    CHATML_CALL_OPEN + r".*?(?:</tool_call>|\Z)|<tool_call>(?:(?!<tool_call>).)*?</tool_call>", re.S
+)
 
 
 def _as_call(obj: Any, key: str) -> dict[str, Any] | None:
@@ -549,6 +561,14 @@ def parse_tool_calls(text: str, fmt: str = "chatml") -> tuple[str, list[dict[str
         kept.append(text[pos:])
     content = "".join(kept).strip()
     return content, calls
+
+
+def unparsed_calls(content: str, fmt: str = "chatml") -> list[str]:
+    """The tool-call attempts ``parse_tool_calls`` left in ``content`` because they did not parse."""
+    if fmt == "chatml":
+        return _CHATML_ATTEMPT.findall(content)
+    i = content.find('{"name"')
+    return [content[i:]] if i >= 0 else []
 
 
 # --- tokenizers -------------------------------------------------------------------------------

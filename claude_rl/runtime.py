@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -370,17 +369,6 @@ def _argument_error(name: str, args: dict[str, Any], schemas: dict[str, dict[str
     return None
 
 
-_CALL_BLOCK = re.compile(r"<tool_call>.*?(?:</tool_call>|\Z)", re.S)
-
-
-def _malformed_calls(content: str, fmt: str) -> list[str]:
-    """Tool-call attempts ``parse_tool_calls`` left in the content (they did not parse)."""
-    if fmt == "chatml":
-        return _CALL_BLOCK.findall(content)
-    i = content.find('{"name"')
-    return [content[i:]] if i >= 0 else []
-
-
 def _malformed_message(raw: str, fmt: str, cut_off: bool) -> str:
     body = raw
     if fmt == "chatml":
@@ -492,7 +480,7 @@ def run_agent(
         run.turns += 1
 
         content, calls = chat_format.parse_tool_calls(completion, fmt)
-        malformed = _malformed_calls(content, fmt)
+        malformed = chat_format.unparsed_calls(content, fmt)
         if not calls and not malformed:
             final_answer = content.strip()
             messages.append({"role": "assistant", "content": final_answer})

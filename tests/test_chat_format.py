@@ -319,6 +319,46 @@ def test_parse_tool_calls_is_tolerant():
     assert '{"name": "Bash"' in content  # the malformed second call stays as text
 
 
+QUOTED_TAG_PROSE = [
+    "`app/config/alarms.py` is `<tool_call>`. Checking the readings column.",  # seen in a PPO model's run
+    "The readings column is `<tool_call>`.",
+    "I call tools with <tool_call> tags, like this:",
+    "<tool_call> is the tag.",
+]
+READ_CALL = {"type": "function", "function": {"name": "Read", "arguments": {"file_path": "/a"}}}
+
+
+@pytest.mark.parametrize("prose", QUOTED_TAG_PROSE)
+def test_a_tag_quoted_in_prose_is_text_and_the_call_after_it_parses(prose):
+    """The tag opens a call only where JSON follows it: the quote must not swallow the real call."""
+    text = f"{prose}\n{cf.render_tool_call('Read', {'file_path': '/a'})}<|im_end|>"
+    assert cf.parse_tool_calls(text, "chatml") == (prose, [READ_CALL])
+    assert cf.unparsed_calls(prose) == []  # nothing meant as a call is left behind
+    # alone, the quote is an answer; a broken call after it is still an attempt
+    assert cf.parse_tool_calls(prose + "<|im_end|>", "chatml") == (prose, [])
+    broken = f'{prose}\n<tool_call>\n{{"name": "Read", "arguments": {{"file_path": '
+    content, calls = cf.parse_tool_calls(broken, "chatml")
+    assert calls == [] and cf.unparsed_calls(content) == [broken[len(prose) + 1 :].strip()]
+
+
+def test_unparsed_calls_are_json_opened_blocks_or_tagged_blocks_without_json():
+    assert cf.unparsed_calls('Looking.\n<tool_call>\n{"name": "Read", "arguments": {x}}\n</tool_call>') == [
+        '<tool_call>\n{"name": "Read", "arguments": {x}}\n</tool_call>'
+    ]
+    assert cf.unparsed_calls("<tool_call>\nRead README.md\n</tool_call>") == [
+        "<tool_call>\nRead README.md\n</tool_call>"
+    ]
+    two = '<tool_call>\n{"name": "Re</tool_call>\n<tool_call>\n{"name": "Gl'
+    assert cf.unparsed_calls(two) == ['<tool_call>\n{"name": "Re</tool_call>', '<tool_call>\n{"name": "Gl']
+    assert cf.unparsed_calls("Answer: `<tool_call>` then `</tool_call>`? No.") == [
+        "<tool_call>` then `</tool_call>"
+    ]
+    assert cf.unparsed_calls('Done.\n{"name": "Read", "parameters": {', "llama3") == [
+        '{"name": "Read", "parameters": {'
+    ]
+    assert cf.unparsed_calls("Done.", "llama3") == []
+
+
 def test_python_function_tools_render_like_the_dataset_schemas():
     def Read(file_path: str, offset: int = 0, limit: int = 0) -> str:  # noqa: N802 - the tool's name
         """Read a file from the workspace. Returns its lines with line numbers.
@@ -413,6 +453,19 @@ def test_trl_accepts_the_chatml_template_and_parses_generations(tok):
         "input_ids"
     ]
     assert "tool_calls" not in parse_response(tok, broken, prefix=prompt)  # malformed JSON: plain text
+    # TRL's parser reads calls by the runtime's rule: a tag quoted in prose is text
+    for prose in QUOTED_TAG_PROSE:
+        text = f"{prose}\n{cf.render_tool_call('Read', {'file_path': '/a'})}<|im_end|>"
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert parse_response(tok, ids, prefix=prompt) == {
+            "role": "assistant",
+            "content": prose,
+            "tool_calls": [READ_CALL],
+        }
+        content, calls = cf.parse_tool_calls(text)
+        assert (content, calls) == (prose, [READ_CALL])
+        alone = tok(prose + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        assert parse_response(tok, alone, prefix=prompt) == {"role": "assistant", "content": prose}
 
 
 def test_llama3_format_with_a_minimal_tokenizer():

@@ -244,6 +244,24 @@ def test_a_rollout_ending_on_a_broken_call_did_not_answer():
     assert R.rollout_from_completion(good).end == "answered"
 
 
+def test_a_tag_quoted_in_prose_is_neither_a_broken_call_nor_a_broken_end():
+    ref = reference()
+    good = completion(ref)
+    quoted = "The readings column is `<tool_call>`."
+    # before a valid call: the call counts, nothing is charged
+    prose_first = [dict(good[0], content=f"{quoted}\n{good[0]['content']}"), *good[1:]]
+    rollout = R.rollout_from_completion(prose_first)
+    assert rollout.invalid_calls == 0 and rollout.valid_calls == R.rollout_from_completion(good).valid_calls
+    assert R._scored(ref.model_dump_json(), None, prose_first).penalty == 0.0
+    # as generated text, parsed by the runtime's rule
+    text = f"{quoted}\n{chat_format.render_tool_call('Read', {'file_path': '/a'})}<|im_end|>"
+    assert R.rollout_from_completion(text).invalid_calls == 0
+    # in the last turn: an answer
+    ends_quoted = [*good[:-1], {"role": "assistant", "content": f"{ANSWER} {quoted}"}]
+    assert R.rollout_from_completion(ends_quoted).end == "answered"
+    assert R._scored(ref.model_dump_json(), None, ends_quoted).penalty == 0.0
+
+
 def test_advantage_by_end_says_which_endings_a_batch_teaches(tmp_path):
     ref = reference()
     log = R.RewardLog(rollouts_path=tmp_path / "rollouts.jsonl")

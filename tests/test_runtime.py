@@ -122,6 +122,17 @@ def test_malformed_calls_are_answered_and_count_as_turns(ws, completion, expecte
     assert run.messages[3]["role"] == "tool" and "Could not read your tool call" in run.messages[3]["content"]
 
 
+def test_a_tag_quoted_in_prose_does_not_break_the_call_after_it(ws):
+    """A PPO model wrote "the readings column is `<tool_call>`." before its call: the call must run,
+    and the quote alone is an answer, not a malformed call to answer with an error."""
+    quoted = "The readings column is `<tool_call>`."
+    model = Scripted(quoted + "\n" + call("Read", file_path=f"{VIRTUAL_ROOT}/README.md"), quoted)
+    run = run_agent("Read the README", model, ws)
+    assert [s.call.name for s in run.episode.steps] == ["Read"] and not run.episode.steps[0].call.is_error
+    assert run.episode.steps[0].reason == quoted
+    assert run.stop_reason == "answered" and run.episode.final_answer == quoted and run.tool_turns == 1
+
+
 def test_unknown_tools_and_bad_arguments_are_errors_the_model_reads(ws):
     model = Scripted(
         call("Delete", file_path="x"),

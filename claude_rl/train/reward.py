@@ -88,6 +88,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_rl import scoring
+from claude_rl.chat_format import parse_tool_calls, unparsed_calls
 from claude_rl.schema import (
     MUTATING_TOOLS,
     REPEAT_LIMIT,
@@ -135,10 +136,8 @@ TextSimilarity = Callable[[str, str], float]
 
 # What a tool result looks like when the call failed (as the dataset and the replay environment
 # write it), and what GRPOTrainer writes when it could not run the call at all.
-# Tool-call text left in an assistant turn: the call did not parse.
-_CALL_TEXT = re.compile(
-    r"<tool_call>|</tool_call>|\{\s*\"name\"\s*:\s*\"[^\"]*\"\s*,\s*\"(?:arguments|parameters)\""
-)
+# A call written as bare JSON in an assistant turn of either format: it was not read as a call.
+_BARE_CALL = re.compile(r"\{\s*\"name\"\s*:\s*\"[^\"]*\"\s*,\s*\"(?:arguments|parameters)\"")
 
 
 @dataclass(frozen=True)
@@ -196,8 +195,6 @@ def _prompt_text(prompt: Any) -> str:
 
 def _completion_messages(completion: Any, fmt: str) -> list[dict[str, Any]]:
     if isinstance(completion, str):
-        from claude_rl.chat_format import parse_tool_calls
-
         content, calls = parse_tool_calls(completion, fmt)
         return [{"role": "assistant", "content": content, "tool_calls": calls}]
     if isinstance(completion, dict):
@@ -255,9 +252,10 @@ def rollout_from_completion(
             break  # the runtime ended the run after the turn with the refused call
         if role == "assistant":
             text = content_text(m.get("content")).strip()
-            call_text = bool(_CALL_TEXT.search(text))
+            attempts = unparsed_calls(text, fmt)  # a tag quoted in prose is not one
+            call_text = bool(attempts or _BARE_CALL.search(text))
             if call_text:
-                invalid += max(1, text.count("<tool_call>"))
+                invalid += max(1, len(attempts))
             calls = [c for c in m.get("tool_calls") or [] if isinstance(c, dict)]
             if not calls:
                 if i == last_assistant:
