@@ -134,8 +134,6 @@ CACHE_SIZE = 2048
 
 TextSimilarity = Callable[[str, str], float]
 
-# What a tool result looks like when the call failed (as the dataset and the replay environment
-# write it), and what GRPOTrainer writes when it could not run the call at all.
 # A call written as bare JSON in an assistant turn of either format: it was not read as a call.
 _BARE_CALL = re.compile(r"\{\s*\"name\"\s*:\s*\"[^\"]*\"\s*,\s*\"(?:arguments|parameters)\"")
 
