@@ -61,8 +61,9 @@ then guarded against reward hacking:
 - a broken last call, charged again (off by default): ``broken_end_penalty`` on top of the
   invalid-call penalty when the rollout ends on a call that did not parse, to keep that ending below
   a guess where guesses are charged. Re-scoring the stored rollouts of three long runs, guesses
-  charged 0.1 left a broken ending 0.03 below a guess; with this at 0.1 as well, 0.11 (README, RL
-  phase). Not run yet, hence 0.
+  charged 0.1 left a broken ending 0.03 below a guess; with this at 0.1 as well, 0.11. In a run
+  (long preset, seed 42, both at 0.1) guesses still had a positive group advantage (+0.04: their
+  siblings looped or broke) and the held-out reward did not rise (README, RL phase); hence 0.
 
 The total can be below 0 where the penalties outweigh the parts.
 
