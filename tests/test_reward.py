@@ -611,10 +611,51 @@ def test_an_answer_of_unseen_numbers_costs_its_penalty_when_one_is_set(tmp_path)
     assert marks == [False, True]
 
 
+def test_a_grounded_answer_earns_its_bonus_when_one_is_set(tmp_path):
+    """An answer whose numbers the rollout read earns ``grounded_answer_bonus`` (0 by default), a
+    guess does not, an answer to a reference without numbers does not, and the bonus is scaled by the
+    call budget like the parts: spraying calls to read more numbers does not pay."""
+    rows = "GEN-2|FAIL_TO_START|critical|2026-03-05 10:02\nGEN-1|FUEL_LOW|warning|2026-03-08 08:57\n4|2"
+    ask = call("Bash", {"command": QUERY, "description": "Generator alarms"}, rows)
+    ref = episode([(SCHEMA, None), (ask, "Generators are `kind = 'generator'` in assets."), (DOCS, "Codes.")])
+    good = completion(ref)
+    guess = completion(with_steps(ref, [(SCHEMA, None)]))
+    settings = R.RewardSettings(grounded_answer_bonus=0.2)
+    scored = R._scored(ref.model_dump_json(), None, good)
+    assert scored.grounded_answer and not scored.unseen_answer and scored.penalty == 0.0
+    assert not R._scored(ref.model_dump_json(), None, guess).grounded_answer
+    assert total(ref, good) == pytest.approx(1.0)
+    assert total(ref, good, settings) == pytest.approx(1.2)  # off by default: counted, not paid
+    assert total(ref, guess, settings) == pytest.approx(total(ref, guess))
+    # the answer of a reference with no numbers is not paid for quoting some
+    wordy = with_steps(ref, steps_of(ref), final_answer="The generators raised alarms on starting and fuel.")
+    assert scoring.answer_grounded(wordy) is None
+    assert not R._scored(wordy.model_dump_json(), None, good).grounded_answer
+    assert total(wordy, good, settings) == pytest.approx(total(wordy, good))
+    # beyond the call budget (2 x 3 + 2 = 8 calls) the bonus shrinks with the parts
+    greps = [(call("Grep", {"pattern": f"alarm_{i}", "path": ROOT}, "No matches"), None) for i in range(13)]
+    many = with_steps(ref, steps_of(ref) + greps)  # 16 distinct calls
+    spray = completion(many)
+    sprayed = R._scored(ref.model_dump_json(), None, spray, settings=settings)
+    assert sprayed.call_factor == pytest.approx(0.5) and sprayed.grounded_answer
+    assert total(ref, spray, settings) - total(ref, spray) == pytest.approx(0.2 * 0.5)
+    # the batch counts them and rollouts.jsonl marks them
+    log = R.RewardLog(rollouts_path=tmp_path / "rollouts.jsonl")
+    R.make_behavioral_reward(settings, num_generations=2, log=log)(
+        prompts=[None] * 2, completions=[good, guess], reference=[ref.model_dump_json()] * 2
+    )
+    assert log.batches[-1]["grounded_answers"] == 1
+    marks = [
+        json.loads(line)["grounded_answer"] for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()
+    ]
+    assert marks == [True, False]
+
+
 def test_the_unseen_answer_and_broken_end_penalties_come_from_the_config():
     from claude_rl.train.grpo import reward_settings
 
     assert load_grpo_config().reward.unseen_answer_penalty == 0.0
+    assert load_grpo_config().reward.grounded_answer_bonus == 0.0
     presets = sorted((Path(__file__).parents[1] / "configs").glob("grpo-*.yaml"))
     assert len(presets) >= 3
     for preset in presets:  # measured on the long preset, alone and together: neither helped
@@ -629,3 +670,7 @@ def test_the_unseen_answer_and_broken_end_penalties_come_from_the_config():
         load_grpo_config(None, ["reward.unseen_answer_penalty=-1"])
     with pytest.raises(ConfigError):
         load_grpo_config(None, ["reward.broken_end_penalty=-0.1"])
+    bonus = reward_settings(load_grpo_config(None, ["reward.grounded_answer_bonus=0.1"]))
+    assert bonus.grounded_answer_bonus == 0.1
+    with pytest.raises(ConfigError):
+        load_grpo_config(None, ["reward.grounded_answer_bonus=-0.1"])

@@ -549,6 +549,7 @@ def reward_settings(cfg: GRPORunConfig) -> RewardSettings:
         repeated_call_penalty=cfg.reward.repeated_call_penalty,
         unseen_answer_penalty=cfg.reward.unseen_answer_penalty,
         broken_end_penalty=cfg.reward.broken_end_penalty,
+        grounded_answer_bonus=cfg.reward.grounded_answer_bonus,
     )
 
 

@@ -75,6 +75,14 @@ class RewardConfig(BaseModel):
         "guesses. 0 (off) by default: 0.1 with unseen_answer_penalty 0.1 on the long CPU preset did not "
         "make the run better (README, RL phase).",
     )
+    grounded_answer_bonus: float = Field(
+        0.0,
+        ge=0.0,
+        description="Added to the reward (before the call-budget factor) when the final answer holds "
+        "numbers, most of them read by the rollout (prompt, call inputs and results), and the reference's "
+        "answer holds numbers too: pays an answer built on what was read over a guess, within a group "
+        "where both beat a loop. 0 (off) by default (README, RL phase).",
+    )
 
     @model_validator(mode="after")
     def _known_parts(self) -> RewardConfig:

@@ -64,6 +64,14 @@ then guarded against reward hacking:
   charged 0.1 left a broken ending 0.03 below a guess; with this at 0.1 as well, 0.11. In a run
   (long preset, seed 42, both at 0.1) guesses still had a positive group advantage (+0.04: their
   siblings looped or broke) and the held-out reward did not rise (README, RL phase); hence 0.
+- an answer built on what was read (a bonus, off by default): ``grounded_answer_bonus`` when the
+  answer holds numbers, most of them read by the rollout (``scoring.answer_grounded``), and the
+  reference's answer holds numbers too. Added before the call-budget factor, so that reading more to
+  quote more is scaled down like the parts. The charges above cannot tell a guess from a grounded
+  answer within a group whose other rollouts loop or break; this pays the difference instead
+  (re-scoring the stored rollouts of four long runs at 0.1: grounded answers' mean group advantage
+  +0.13 to +0.14 instead of +0.08 to +0.10, guesses' −0.01 to +0.05 instead of +0.01 to +0.06;
+  README, RL phase).
 
 The total can be below 0 where the penalties outweigh the parts.
 
@@ -150,6 +158,7 @@ class RewardSettings:
     repeated_call_penalty: float = 0.05
     unseen_answer_penalty: float = 0.0
     broken_end_penalty: float = 0.0
+    grounded_answer_bonus: float = 0.0
 
 
 # =============================================================================================
@@ -436,6 +445,7 @@ class Scored:
     penalty: float = 0.0
     end: str = "answered"  # Rollout.end
     unseen_answer: bool = False  # an answer made mostly of numbers the rollout never read
+    grounded_answer: bool = False  # an answer of numbers the rollout read (the reference's has numbers)
 
     @property
     def stopped_on_repeat(self) -> bool:
@@ -525,6 +535,13 @@ def unseen_answer(reference: Episode, candidate: Episode) -> bool:
     return scoring.answer_grounded(candidate) is False and scoring.answer_grounded(reference) is not False
 
 
+def grounded_answer(reference: Episode, candidate: Episode) -> bool:
+    """The candidate's answer holds numbers and most of them are ones it read
+    (``scoring.answer_grounded``), where the reference's answer holds numbers too (an answer that
+    needs none is not paid for quoting some)."""
+    return scoring.answer_grounded(reference) is not None and scoring.answer_grounded(candidate) is True
+
+
 def score_rollout(
     reference: Episode,
     rollout: Rollout,
@@ -539,13 +556,16 @@ def score_rollout(
     call_factor = call_budget_factor(reference, rollout, settings)
     repeats = max(0, repeated_calls(rollout.episode) - repeated_calls(reference))
     unseen = unseen_answer(reference, rollout.episode)
+    grounded = grounded_answer(reference, rollout.episode)
     penalty = (
         settings.invalid_call_penalty * rollout.invalid_calls
         + settings.repeated_call_penalty * repeats
         + settings.unseen_answer_penalty * unseen
         + settings.broken_end_penalty * (rollout.end == "invalid_call")
     )
-    total = scoring.weighted_sum(parts, settings.weights) * call_factor - penalty
+    # the bonus is scaled by the call budget like the parts: reading more to quote more does not pay
+    bonus = settings.grounded_answer_bonus * grounded
+    total = (scoring.weighted_sum(parts, settings.weights) + bonus) * call_factor - penalty
     total = total if math.isfinite(total) else 0.0
     return Scored(
         dict(parts),
@@ -557,6 +577,7 @@ def score_rollout(
         penalty,
         rollout.end,
         unseen,
+        grounded,
     )
 
 
@@ -800,6 +821,7 @@ def _rollout_rows(
                 "invalid_calls": s.invalid_calls,
                 "repeated_calls": s.repeated_calls,
                 "unseen_answer": s.unseen_answer,
+                "grounded_answer": s.grounded_answer,
                 "completion": completion,
             }
         )
@@ -846,6 +868,7 @@ def make_behavioral_reward(
         entry["valid_calls"] = sum(s.valid_calls for s in scored)
         entry["stopped_on_repeat"] = sum(s.stopped_on_repeat for s in scored)
         entry["unseen_answers"] = sum(s.unseen_answer for s in scored)
+        entry["grounded_answers"] = sum(s.grounded_answer for s in scored)
         entry["ends"] = dict(Counter(s.end for s in scored))
         sources: dict[str, int] = {}
         for env in environments:
@@ -888,6 +911,7 @@ def make_behavioral_reward(
             log_metric("guards/stopped_on_repeat", float(entry["stopped_on_repeat"]))
             log_metric("guards/ended_on_invalid_call", float(entry["ends"].get("invalid_call", 0)))
             log_metric("guards/unseen_answers", float(entry["unseen_answers"]))
+            log_metric("guards/grounded_answers", float(entry["grounded_answers"]))
             if "zero_spread_groups" in entry:
                 log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
             for source in ("replay", "sandbox", "refused"):
