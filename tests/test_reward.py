@@ -661,6 +661,7 @@ def test_the_unseen_answer_and_broken_end_penalties_come_from_the_config():
     for preset in presets:  # measured on the long preset, alone and together: neither helped
         settings = reward_settings(load_grpo_config(preset))
         assert settings.unseen_answer_penalty == 0.0 and settings.broken_end_penalty == 0.0, preset.name
+        assert settings.grounded_answer_bonus == 0.0, preset.name  # measured on the long preset: no gain
     settings = reward_settings(
         load_grpo_config(None, ["reward.unseen_answer_penalty=0.15", "reward.broken_end_penalty=0.1"])
     )

@@ -81,7 +81,8 @@ class RewardConfig(BaseModel):
         description="Added to the reward (before the call-budget factor) when the final answer holds "
         "numbers, most of them read by the rollout (prompt, call inputs and results), and the reference's "
         "answer holds numbers too: pays an answer built on what was read over a guess, within a group "
-        "where both beat a loop. 0 (off) by default (README, RL phase).",
+        "where both beat a loop. 0 (off) by default: 0.1 on the long CPU preset (seed 7) favoured grounded "
+        "answers in training but did not raise the held-out reward (README, RL phase).",
     )
 
     @model_validator(mode="after")
