@@ -71,6 +71,20 @@ def total(ref: Episode, comp: Any, settings: R.RewardSettings | None = None) -> 
     )[0]
 
 
+def scored_batch(
+    tmp_path: Path, settings: R.RewardSettings, ref: Episode, completions: list[Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One group of ``completions`` through the logged reward: the batch's entry and the rows it
+    appended to ``rollouts.jsonl``."""
+    log = R.RewardLog(rollouts_path=tmp_path / "rollouts.jsonl")
+    n = len(completions)
+    R.make_behavioral_reward(settings, num_generations=n, log=log)(
+        prompts=[None] * n, completions=completions, reference=[ref.model_dump_json()] * n
+    )
+    rows = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    return log.batches[-1], rows
+
+
 def steps_of(ep: Episode) -> list[tuple[ToolCall, str | None]]:
     return [(s.call, s.reason) for s in ep.steps]
 
@@ -600,15 +614,9 @@ def test_an_answer_of_unseen_numbers_costs_its_penalty_when_one_is_set(tmp_path)
     assert scoring.answer_grounded(computed) is False
     assert total(computed, guess, settings) == pytest.approx(total(computed, guess))
     # the batch counts them and rollouts.jsonl marks them
-    log = R.RewardLog(rollouts_path=tmp_path / "rollouts.jsonl")
-    R.make_behavioral_reward(settings, num_generations=2, log=log)(
-        prompts=[None] * 2, completions=[good, guess], reference=[ref.model_dump_json()] * 2
-    )
-    assert log.batches[-1]["unseen_answers"] == 1
-    marks = [
-        json.loads(line)["unseen_answer"] for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()
-    ]
-    assert marks == [False, True]
+    batch, rows = scored_batch(tmp_path, settings, ref, [good, guess])
+    assert batch["unseen_answers"] == 1
+    assert [row["unseen_answer"] for row in rows] == [False, True]
 
 
 def test_a_grounded_answer_earns_its_bonus_when_one_is_set(tmp_path):
@@ -640,15 +648,9 @@ def test_a_grounded_answer_earns_its_bonus_when_one_is_set(tmp_path):
     assert sprayed.call_factor == pytest.approx(0.5) and sprayed.grounded_answer
     assert total(ref, spray, settings) - total(ref, spray) == pytest.approx(0.2 * 0.5)
     # the batch counts them and rollouts.jsonl marks them
-    log = R.RewardLog(rollouts_path=tmp_path / "rollouts.jsonl")
-    R.make_behavioral_reward(settings, num_generations=2, log=log)(
-        prompts=[None] * 2, completions=[good, guess], reference=[ref.model_dump_json()] * 2
-    )
-    assert log.batches[-1]["grounded_answers"] == 1
-    marks = [
-        json.loads(line)["grounded_answer"] for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()
-    ]
-    assert marks == [True, False]
+    batch, rows = scored_batch(tmp_path, settings, ref, [good, guess])
+    assert batch["grounded_answers"] == 1
+    assert [row["grounded_answer"] for row in rows] == [True, False]
 
 
 def test_the_unseen_answer_and_broken_end_penalties_come_from_the_config():
