@@ -632,8 +632,8 @@ def test_a_grounded_answer_earns_its_bonus_when_one_is_set(tmp_path):
     scored = R._scored(ref.model_dump_json(), None, good)
     assert scored.grounded_answer and not scored.unseen_answer and scored.penalty == 0.0
     assert not R._scored(ref.model_dump_json(), None, guess).grounded_answer
-    assert total(ref, good) == pytest.approx(1.0)
-    assert total(ref, good, settings) == pytest.approx(1.2)  # off by default: counted, not paid
+    assert total(ref, good) == pytest.approx(1.0)  # off by default: counted, not paid
+    assert total(ref, good, settings) == pytest.approx(1.2)
     assert total(ref, guess, settings) == pytest.approx(total(ref, guess))
     # the answer of a reference with no numbers is not paid for quoting some
     wordy = with_steps(ref, steps_of(ref), final_answer="The generators raised alarms on starting and fuel.")
@@ -653,7 +653,7 @@ def test_a_grounded_answer_earns_its_bonus_when_one_is_set(tmp_path):
     assert [row["grounded_answer"] for row in rows] == [True, False]
 
 
-def test_the_unseen_answer_and_broken_end_penalties_come_from_the_config():
+def test_the_optional_charges_and_bonus_come_from_the_config():
     from claude_rl.train.grpo import reward_settings
 
     assert load_grpo_config().reward.unseen_answer_penalty == 0.0
