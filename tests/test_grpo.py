@@ -476,6 +476,84 @@ def test_tool_turns_decode_only_what_each_row_can_keep(tokenizer, tmp_path):
         env._close()
 
 
+def test_a_greedy_rollout_per_group_decodes_as_eval_does(tokenizer, tmp_path):
+    """With ``greedy_rollout``, real generation (a tiny random model, sampling at temperature 1):
+    the first rollout of the group is, in the first turn and in the tool turns, exactly what greedy
+    decoding of its input gives; the others are sampled; the reward log marks the greedy rollout
+    and reports its advantage."""
+    import torch
+
+    from claude_rl.chat_format import render_tool_call
+    from claude_rl.train.grpo_generation import first_of_each_group
+    from claude_rl.train.reward import RewardLog
+
+    rows = _sample_rows(4)[:4]
+    folder = _write_dataset(tmp_path / "ds", rows)
+    prompts = [p for p in grpo.load_prompts(folder, "train", home=tmp_path) if json.loads(p.replay)][:1]
+    cfg = load_grpo_config(
+        None,
+        ["num_generations=3", "prompts_per_step=1", "max_steps=1", "max_completion_length=128"]
+        + ["temperature=1.0", "greedy_rollout=true"],
+    )
+    defaults = {"max_tool_tokens": 16, "tokenizer": tokenizer, "scratch_dir": tmp_path / "scratch"}
+    log, created = RewardLog(rollouts_path=tmp_path / "rollouts.jsonl"), []
+    trainer = grpo.build_trainer(
+        cfg, tiny_llama(tokenizer), tokenizer, prompts, tmp_path / "out", True, defaults, log, created
+    )
+    assert trainer.greedy_rollout is True
+    real = type(trainer)._generate_single_turn
+    turns: list[tuple[bool, list[list[int]], list[list[int]]]] = []
+    scripted = tokenizer(
+        "Read it.\n" + render_tool_call("Read", {"file_path": "README.md"}) + "<|im_end|>",
+        add_special_tokens=False,
+    )["input_ids"]
+
+    def policy(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        ids, logprobs = real(trainer, prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        turns.append((trainer._loop_state is not None, [list(r) for r in prompt_ids], ids))
+        if script_first_turn and trainer._loop_state is None:  # a call, so that tool turns follow
+            return [list(scripted) for _ in ids], None
+        return ids, logprobs
+
+    def greedy(row: list[int], n: int) -> list[int]:
+        model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        with torch.no_grad():
+            out = model.generate(
+                torch.tensor([row]),
+                attention_mask=torch.ones(1, len(row), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+            )
+        return out[0, len(row) :].tolist()
+
+    trainer._generate_single_turn = policy
+    trainer.model.train()
+    row = dict(trainer.train_dataset[0])
+    for script_first_turn in (False, True):
+        turns.clear()
+        trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+        assert [env.greedy for env in trainer.environments] == [True, False, False]
+        checked = [(t, r, ids) for t, r, ids in turns if t == script_first_turn]
+        assert checked, "the turn to check was generated"
+        for _, inputs, ids in checked:
+            assert ids[0] == greedy(inputs[0], len(ids[0]))  # the greedy rollout
+            assert ids[1] != greedy(inputs[1], len(ids[1])) and ids[2] != ids[1]  # sampled ones
+
+    batch = log.batches[-1]
+    assert batch["greedy_rollouts"] == 1
+    written = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["greedy"] for r in written[-3:]] == [True, False, False]
+    assert batch["greedy_advantage"] == pytest.approx(written[-3]["advantage"])
+    # the greedy rollouts are only chosen in training; TRL's sampler groups a prompt's rollouts
+    trainer.model.eval()
+    trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+    assert [env.greedy for env in trainer.environments] == [False, False, False]
+    assert first_of_each_group([[1, 2], [1, 2], [3], [3], [1, 2]]) == {0, 2, 4}
+    for env in created:
+        env._close()
+
+
 # --- slow: a real run ---------------------------------------------------------------------------
 
 

@@ -16,7 +16,8 @@ trains a LoRA adapter on the SFT model:
 - The trainer is ``grpo_generation.trainer_class()``: GRPOTrainer whose tool turns stop each
   rollout at its own remaining completion budget and end a rollout the runtime's repeat rule
   ended, instead of decoding ``max_completion_length`` new tokens per turn for the whole batch;
-  each ``generate`` call is logged (``metrics.generation`` in the manifest).
+  each ``generate`` call is logged (``metrics.generation`` in the manifest). With
+  ``greedy_rollout`` it decodes one rollout per group greedily, as evaluation does.
 - The reward is ``reward.make_behavioral_reward`` (weights from the config); the five parts are
   passed too with weight 0, so the trainer logs each one's mean and spread per step.
 - The prompt is the row's system and user turns rendered with the row's tools, token for token
@@ -587,7 +588,7 @@ def build_trainer(
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    return grpo_generation.trainer_class()(
+    trainer = grpo_generation.trainer_class()(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
@@ -597,6 +598,8 @@ def build_trainer(
         environment_factory=environment_factories(prompts, env_defaults, created),
         callbacks=callbacks,
     )
+    trainer.greedy_rollout = cfg.greedy_rollout
+    return trainer
 
 
 def _train(

@@ -182,6 +182,14 @@ class GRPORunConfig(BaseModel):
         10.0, gt=0, description="Wall-clock limit of a Bash call run in the sandbox."
     )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    greedy_rollout: bool = Field(
+        False,
+        description="Decode the first rollout of each group greedily, as `claude-rl eval` and `run` "
+        "decode, and sample the others: each group then scores the deployed model's own path against "
+        "samples around it. At temperature 0.3 the SFT model's samples leave its greedy first tool on "
+        "held-out debug prompts 77 times in 90 (docs/reports/first-turn-sampling-2026-12-07.md), so "
+        "training on samples alone rarely scores that path.",
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts.")
 
     # --- policy optimization ---

@@ -16,6 +16,11 @@ nothing: the reward ignores all of it. On two CPU cores decoding is most of a ge
 - ends a row whose environment reports that the runtime's repeat rule ended the rollout
   (``ReplayEnvironment.ended``): it generates nothing more, as the deployed agent would not.
 
+With ``greedy_rollout`` set (the run config's ``greedy_rollout``), the first rollout of each group
+is decoded greedily in every turn, as ``claude-rl eval`` and ``run`` decode, while the others are
+sampled: each group then scores the path the deployed model takes against samples around it. Its
+environment's ``greedy`` is set, so the reward log can tell it apart.
+
 It also records each ``generate`` call (rows, decode steps, seconds, rows stopped by the budget or
 the repeat rule) in ``generation_log``, which the run's manifest summarizes. vLLM and continuous
 batching are left as TRL runs them (their own schedulers; budgets are not applied there).
@@ -107,6 +112,32 @@ def _stopping_criteria(limits: list[int]) -> Any:
     return StoppingCriteriaList([RowBudget()])
 
 
+def _greedy_rows(rows: list[bool]) -> Any:
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class GreedyRows(LogitsProcessor):
+        """Leaves only the most likely token to the rows marked greedy: sampling then picks it, as
+        greedy decoding would (temperature and top-p keep the argmax, so where this runs among the
+        other processors does not matter); the other rows sample as configured."""
+
+        def __init__(self) -> None:
+            self.rows = torch.tensor(rows, dtype=torch.bool)
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            best = scores.argmax(dim=-1, keepdim=True)
+            only_best = torch.full_like(scores, float("-inf")).scatter(1, best, scores.gather(1, best))
+            return torch.where(self.rows.to(scores.device)[:, None], only_best, scores)
+
+    return LogitsProcessorList([GreedyRows()])
+
+
+def first_of_each_group(rows: list[list[int]]) -> set[int]:
+    """Indices of the first row of each run of identical prompts: TRL's sampler puts a prompt's
+    ``num_generations`` rollouts next to each other, so this is one rollout per group."""
+    return {i for i, row in enumerate(rows) if i == 0 or row != rows[i - 1]}
+
+
 @contextmanager
 def _extra_generate_kwargs(model: Any, **extra: Any) -> Any:
     """Passes ``extra`` to ``model.generate`` for the duration (TRL calls it with its own kwargs)."""
@@ -132,7 +163,9 @@ def trainer_class() -> type:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.generation_log = []
+            self.greedy_rollout = False
             self._loop_state: tuple[list[Any], list[Any]] | None = None
+            self._greedy_samples: set[int] = set()
 
         def _tool_call_loop(self, prompts, prompt_ids, completion_ids, *args: Any, **kwargs: Any):
             # TRL updates ``completion_ids`` in place as the turns go: keep the live lists.
@@ -147,22 +180,37 @@ def trainer_class() -> type:
         ):
             started = time.monotonic()
             rows = [list(ids) for ids in prompt_ids]
-            plain = not (self.use_vllm or self.use_transformers_continuous_batching)
-            if self._loop_state is None or not plain:
+            in_loop = self._loop_state is not None
+            if self.use_vllm or self.use_transformers_continuous_batching:
                 ids, logprobs = super()._generate_single_turn(
                     prompt_ids, images, multimodal_fields, num_generations, has_tool_images
                 )
-                self._record(self._loop_state is not None, rows, ids, started)
+                self._record(in_loop, rows, ids, started)
                 return ids, logprobs
-            limits = row_limits(rows, *self._loop_state, self.max_completion_length)
             envs = self.environments or []
-            ended = [0 <= i < len(envs) and bool(getattr(envs[i], "ended", False)) for i, _ in limits]
-            budgets = [0 if e else n for e, (_, n) in zip(ended, limits, strict=True)]
+            extra: dict[str, Any] = {}
+            if in_loop:
+                limits = row_limits(rows, *self._loop_state, self.max_completion_length)
+                ended = [0 <= i < len(envs) and bool(getattr(envs[i], "ended", False)) for i, _ in limits]
+                budgets = [0 if e else n for e, (_, n) in zip(ended, limits, strict=True)]
+                extra["stopping_criteria"] = _stopping_criteria(budgets)
+                greedy = [i in self._greedy_samples for i, _ in limits]
+            else:  # the first turn: a new batch, whose greedy rollouts are chosen here
+                chosen = self.greedy_rollout and self.model.training
+                self._greedy_samples = first_of_each_group(rows) if chosen else set()
+                for i, env in enumerate(envs):
+                    env.greedy = i in self._greedy_samples
+                greedy = [i in self._greedy_samples for i in range(len(rows))]
+            if any(greedy):
+                extra["logits_processor"] = _greedy_rows(greedy)
             model = self.accelerator.unwrap_model(self.model_wrapped)
-            with _extra_generate_kwargs(model, stopping_criteria=_stopping_criteria(budgets)):
+            with _extra_generate_kwargs(model, **extra):
                 ids, logprobs = super()._generate_single_turn(
                     prompt_ids, images, multimodal_fields, num_generations, has_tool_images
                 )
+            if not in_loop:
+                self._record(False, rows, ids, started)
+                return ids, logprobs
             ids = [[] if e else list(x) for e, x in zip(ended, ids, strict=True)]
             if logprobs is not None:
                 logprobs = [[] if e else list(x) for e, x in zip(ended, logprobs, strict=True)]
@@ -195,4 +243,4 @@ def trainer_class() -> type:
     return BudgetedGRPOTrainer
 
 
-__all__ = ["GenerateCall", "row_limits", "summarize", "trainer_class"]
+__all__ = ["GenerateCall", "first_of_each_group", "row_limits", "summarize", "trainer_class"]

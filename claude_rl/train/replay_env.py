@@ -202,6 +202,9 @@ class ReplayEnvironment:
         self._seen: Counter[str] = Counter()
         self._exempt: set[str] = set()
         self._ended = False
+        # Set by the trainer for the rollout it decodes greedily (grpo_generation): read by the
+        # reward log only.
+        self.greedy = False
         self._scratch: Path | None = None
         self._workspace: Workspace | None = None
         self._finalizer: Any = None

@@ -800,11 +800,12 @@ def _rollout_rows(
     references: list[Any],
     prompts: list[Any],
     completions: list[Any],
+    environments: list[Any],
     size: int,
 ) -> list[dict[str, Any]]:
     rows = []
-    for i, (s, advantage, ref, prompt, completion) in enumerate(
-        zip(scored, advantages, references, prompts, completions, strict=True)
+    for i, (s, advantage, ref, prompt, completion, env) in enumerate(
+        zip(scored, advantages, references, prompts, completions, environments, strict=True)
     ):
         rows.append(
             {
@@ -824,6 +825,7 @@ def _rollout_rows(
                 "repeated_calls": s.repeated_calls,
                 "unseen_answer": s.unseen_answer,
                 "grounded_answer": s.grounded_answer,
+                "greedy": bool(getattr(env, "greedy", False)),
                 "completion": completion,
             }
         )
@@ -885,6 +887,12 @@ def make_behavioral_reward(
             zero = sum(1 for g in groups if max(g) - min(g) <= 1e-6)
             entry["groups"], entry["zero_spread_groups"] = len(groups), zero
             entry["advantage_by_end"] = advantage_by_end(scored, advantages)
+            greedy = [
+                a for a, env in zip(advantages, environments, strict=True) if getattr(env, "greedy", False)
+            ]
+            if greedy:  # what the step teaches the deployed (greedy) path: > 0 it is held, < 0 left
+                entry["greedy_rollouts"] = len(greedy)
+                entry["greedy_advantage"] = sum(greedy) / len(greedy)
             if log is not None:
                 log.groups += len(groups)
                 log.zero_spread_groups += zero
@@ -901,6 +909,7 @@ def make_behavioral_reward(
                     references,
                     prompts,
                     completions,
+                    environments,
                     size,
                 )
             )
@@ -914,6 +923,8 @@ def make_behavioral_reward(
             log_metric("guards/ended_on_invalid_call", float(entry["ends"].get("invalid_call", 0)))
             log_metric("guards/unseen_answers", float(entry["unseen_answers"]))
             log_metric("guards/grounded_answers", float(entry["grounded_answers"]))
+            if "greedy_advantage" in entry:
+                log_metric("groups/greedy_advantage", entry["greedy_advantage"])
             if "zero_spread_groups" in entry:
                 log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
             for source in ("replay", "sandbox", "refused"):
