@@ -474,6 +474,24 @@ def episode_to_messages(
     return messages
 
 
+def opening_turn_text(messages: list[dict[str, Any]], fmt: str = "chatml") -> str | None:
+    """The first assistant turn of ``messages`` as the model writes it after the generation
+    prompt: its text and calls, through the turn's end token (what a completion of the prompt
+    before it would be, token for token once tokenized). None when the first assistant turn makes
+    no tool call (or there is none). The template is prefix-preserving (tested), so this is the
+    rendered chat up to that turn less the rendered prompt before it."""
+    first = next((k for k, m in enumerate(messages) if m.get("role") == "assistant"), None)
+    if first is None or not messages[first].get("tool_calls"):
+        return None
+    head = render(messages[:first], fmt=fmt, add_generation_prompt=True)
+    full = render(messages[: first + 1], fmt=fmt)
+    if not full.startswith(head):
+        raise ValueError("the chat template is not prefix-preserving for this chat")
+    tail = full[len(head) :]
+    end = FORMATS[fmt].end_token
+    return tail[: tail.index(end) + len(end)]
+
+
 def tool_inputs(messages: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Tool name → the arguments it was called with, over the assistant messages (for schemas)."""
     seen: dict[str, list[dict[str, Any]]] = {}

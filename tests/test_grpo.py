@@ -554,6 +554,68 @@ def test_a_greedy_rollout_per_group_decodes_as_eval_does(tokenizer, tmp_path):
         env._close()
 
 
+def test_a_guided_rollout_per_group_opens_as_the_reference_does(tokenizer, tmp_path):
+    """With ``guided_opening``, real generation (a tiny random model, sampling at temperature 1):
+    the last rollout of the group writes the reference's first assistant turn token for token, its
+    call is parsed and replayed with the recorded result, and the rest is the policy's own; the
+    other rollouts are sampled; the reward log marks the guided rollout and reports its advantage.
+    Not in eval, and not with the guidance off."""
+    from claude_rl.chat_format import episode_to_messages, opening_turn_text
+    from claude_rl.schema import Episode
+    from claude_rl.train.grpo_generation import last_of_each_group, opening_tokens
+    from claude_rl.train.reward import RewardLog
+
+    rows = _sample_rows(4)[:4]
+    folder = _write_dataset(tmp_path / "ds", rows)
+    prompts = [p for p in grpo.load_prompts(folder, "train", home=tmp_path) if json.loads(p.replay)][:1]
+    cfg = load_grpo_config(
+        None,
+        ["num_generations=3", "prompts_per_step=1", "max_steps=1", "max_completion_length=256"]
+        + ["temperature=1.0", "guided_opening=true"],
+    )
+    defaults = {"max_tool_tokens": 16, "tokenizer": tokenizer, "scratch_dir": tmp_path / "scratch"}
+    log, created = RewardLog(rollouts_path=tmp_path / "rollouts.jsonl"), []
+    trainer = grpo.build_trainer(
+        cfg, tiny_llama(tokenizer), tokenizer, prompts, tmp_path / "out", True, defaults, log, created
+    )
+    assert trainer.guided_opening is True
+    reference = Episode.model_validate_json(prompts[0].reference)
+    opening = opening_turn_text(episode_to_messages(reference))
+    assert opening is not None and opening.endswith("<|im_end|>") and "<tool_call>" in opening
+    forced = opening_tokens(prompts[0].reference, tokenizer)
+    assert forced == tokenizer.encode(opening, add_special_tokens=False)
+    first_call = reference.steps[0].call
+
+    trainer.model.train()
+    row = dict(trainer.train_dataset[0])
+    out = trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+    assert [env.guided for env in trainer.environments] == [False, False, True]
+    completions = [ids[mask.bool()].tolist() for ids, mask in zip(out["completion_ids"], out["completion_mask"])]
+    assert completions[2][: len(forced)] == forced  # the reference's opening, then tool results
+    assert completions[0][: len(forced)] != forced and completions[1][: len(forced)] != forced
+    guided_env = trainer.environments[2]
+    assert guided_env.calls and guided_env.calls[0].name == first_call.name
+    assert guided_env.calls[0].source == "replay"  # the recorded call, with its recorded result
+
+    batch = log.batches[-1]
+    assert batch["guided_rollouts"] == 1
+    written = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["guided"] for r in written[-3:]] == [False, False, True]
+    assert batch["guided_advantage"] == pytest.approx(written[-1]["advantage"])
+    # only in training, and not at all with the guidance off
+    trainer.model.eval()
+    trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+    assert [env.guided for env in trainer.environments] == [False, False, False]
+    trainer.model.train()
+    trainer.guided_opening = False
+    trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+    assert [env.guided for env in trainer.environments] == [False, False, False]
+    assert last_of_each_group([[1, 2], [1, 2], [3], [3], [1, 2]]) == {1, 3, 4}
+    assert opening_tokens(None, tokenizer) is None
+    for env in created:
+        env._close()
+
+
 # --- slow: a real run ---------------------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ trains a LoRA adapter on the SFT model:
   rollout at its own remaining completion budget and end a rollout the runtime's repeat rule
   ended, instead of decoding ``max_completion_length`` new tokens per turn for the whole batch;
   each ``generate`` call is logged (``metrics.generation`` in the manifest). With
-  ``greedy_rollout`` it decodes one rollout per group greedily, as evaluation does.
+  ``greedy_rollout`` it decodes one rollout per group greedily, as evaluation does; with
+  ``guided_opening`` one rollout per group opens with the reference's first turn.
 - The reward is ``reward.make_behavioral_reward`` (weights from the config); the five parts are
   passed too with weight 0, so the trainer logs each one's mean and spread per step.
 - The prompt is the row's system and user turns rendered with the row's tools, token for token
@@ -599,6 +600,7 @@ def build_trainer(
         callbacks=callbacks,
     )
     trainer.greedy_rollout = cfg.greedy_rollout
+    trainer.guided_opening = cfg.guided_opening
     return trainer
 
 

@@ -191,6 +191,15 @@ class GRPORunConfig(BaseModel):
         "training on samples alone rarely scores that path. Off by default: on the long CPU preset it "
         "gave +0.06 with seed 7 and -0.01 with seed 42 (README, RL phase).",
     )
+    guided_opening: bool = Field(
+        False,
+        description="Open the last rollout of each group with the reference episode's first assistant "
+        "turn (its reasons and first calls, forced token by token; the rest of the rollout is the "
+        "policy's), trained with its group advantage like a sampled rollout: off-policy guidance, so "
+        "a group scores the reference's opening even where the policy's samples never take it (on "
+        "training debug prompts the SFT model's samples open with the reference's Bash run 2 times "
+        "in 50: docs/reports/first-turn-sampling-2026-12-07.md). Off by default.",
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts.")
 
     # --- policy optimization ---

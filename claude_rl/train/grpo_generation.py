@@ -21,6 +21,15 @@ is decoded greedily in every turn, as ``claude-rl eval`` and ``run`` decode, whi
 sampled: each group then scores the path the deployed model takes against samples around it. Its
 environment's ``greedy`` is set, so the reward log can tell it apart.
 
+With ``guided_opening`` set (the run config's ``guided_opening``), the last rollout of each group
+opens with the reference episode's first assistant turn, written token by token by a logits
+processor that leaves only the reference's next token (``opening_tokens``); the tool results and
+the rest of the rollout are the policy's own. Its tokens are trained like sampled ones: the group
+advantage weighs them and the PPO ratio is taken against the policy's own probabilities of them at
+generation time, so ``epsilon`` clips the step. This is off-policy guidance: where the policy's
+samples never open the way the reference does (a Bash run on debug prompts), the group still
+scores that opening against them. Its environment's ``guided`` is set, for the reward log.
+
 It also records each ``generate`` call (rows, decode steps, seconds, rows stopped by the budget or
 the repeat rule) in ``generation_log``, which the run's manifest summarizes. vLLM and continuous
 batching are left as TRL runs them (their own schedulers; budgets are not applied there).
@@ -112,9 +121,47 @@ def _stopping_criteria(limits: list[int]) -> Any:
     return StoppingCriteriaList([RowBudget()])
 
 
+def _row_processors(greedy: list[bool], forced: list[list[int] | None]) -> Any:
+    """The logits processors of one ``generate`` call: greedy rows, forced rows (either may be
+    absent)."""
+    from transformers import LogitsProcessorList
+
+    out = LogitsProcessorList()
+    if any(greedy):
+        out.append(_greedy_rows(greedy))
+    if any(f for f in forced):
+        out.append(_forced_rows(forced))
+    return out
+
+
+def _forced_rows(forced: list[list[int] | None]) -> Any:
+    from transformers import LogitsProcessor
+
+    class ForcedRows(LogitsProcessor):
+        """Makes each row with a token list write exactly those tokens, one per step, and then
+        decode as configured (a list that ends on an end token ends the row there). Every other
+        token gets -inf and the forced one 0, not its own score: an earlier processor (top-p) may
+        already have set that to -inf."""
+
+        def __init__(self) -> None:
+            self.start: int | None = None
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            if self.start is None:  # first call: before the first new token
+                self.start = input_ids.shape[1]
+            step = input_ids.shape[1] - self.start
+            for row, tokens in enumerate(forced):
+                if tokens and step < len(tokens):
+                    scores[row] = float("-inf")
+                    scores[row, tokens[step]] = 0.0
+            return scores
+
+    return ForcedRows()
+
+
 def _greedy_rows(rows: list[bool]) -> Any:
     import torch
-    from transformers import LogitsProcessor, LogitsProcessorList
+    from transformers import LogitsProcessor
 
     class GreedyRows(LogitsProcessor):
         """Leaves only the most likely token to the rows marked greedy: sampling then picks it, as
@@ -129,13 +176,38 @@ def _greedy_rows(rows: list[bool]) -> Any:
             only_best = torch.full_like(scores, float("-inf")).scatter(1, best, scores.gather(1, best))
             return torch.where(self.rows.to(scores.device)[:, None], only_best, scores)
 
-    return LogitsProcessorList([GreedyRows()])
+    return GreedyRows()
 
 
 def first_of_each_group(rows: list[list[int]]) -> set[int]:
     """Indices of the first row of each run of identical prompts: TRL's sampler puts a prompt's
     ``num_generations`` rollouts next to each other, so this is one rollout per group."""
     return {i for i, row in enumerate(rows) if i == 0 or row != rows[i - 1]}
+
+
+def last_of_each_group(rows: list[list[int]]) -> set[int]:
+    """Indices of the last row of each run of identical prompts (one rollout per group, another
+    than ``first_of_each_group``'s when the group has two or more)."""
+    return {i for i, row in enumerate(rows) if i == len(rows) - 1 or row != rows[i + 1]}
+
+
+def opening_tokens(reference: Any, tokenizer: Any) -> list[int] | None:
+    """The reference episode's first assistant turn (its reasons and first calls, through the end
+    token) as token ids of ``tokenizer``, in the chat format of that tokenizer; None when the
+    reference has no such turn or is missing."""
+    if not reference:
+        return None
+    from claude_rl.chat_format import episode_to_messages, format_for, opening_turn_text
+    from claude_rl.schema import Episode
+
+    if isinstance(reference, str):
+        episode = Episode.model_validate_json(reference)
+    else:
+        episode = Episode.model_validate(reference)
+    text = opening_turn_text(episode_to_messages(episode), format_for(tokenizer))
+    if text is None:
+        return None
+    return list(tokenizer.encode(text, add_special_tokens=False))
 
 
 @contextmanager
@@ -164,6 +236,7 @@ def trainer_class() -> type:
             super().__init__(*args, **kwargs)
             self.generation_log = []
             self.greedy_rollout = False
+            self.guided_opening = False
             self._loop_state: tuple[list[Any], list[Any]] | None = None
             self._greedy_samples: set[int] = set()
 
@@ -195,14 +268,25 @@ def trainer_class() -> type:
                 budgets = [0 if e else n for e, (_, n) in zip(ended, limits, strict=True)]
                 extra["stopping_criteria"] = _stopping_criteria(budgets)
                 greedy = [i in self._greedy_samples for i, _ in limits]
-            else:  # the first turn: a new batch, whose greedy rollouts are chosen here
-                chosen = self.greedy_rollout and self.model.training
-                self._greedy_samples = first_of_each_group(rows) if chosen else set()
+                forced: list[list[int] | None] = [None] * len(rows)
+            else:  # the first turn: a new batch, whose greedy and guided rollouts are chosen here
+                training = self.model.training
+                self._greedy_samples = set()
+                guided: set[int] = set()
+                if training and self.greedy_rollout:
+                    self._greedy_samples = first_of_each_group(rows)
+                if training and self.guided_opening:
+                    guided = last_of_each_group(rows) - self._greedy_samples
+                forced = [None] * len(rows)
                 for i, env in enumerate(envs):
                     env.greedy = i in self._greedy_samples
+                    env.guided = False
+                    if i in guided:
+                        forced[i] = opening_tokens(getattr(env, "reference", None), self.processing_class)
+                        env.guided = forced[i] is not None
                 greedy = [i in self._greedy_samples for i in range(len(rows))]
-            if any(greedy):
-                extra["logits_processor"] = _greedy_rows(greedy)
+            if any(greedy) or any(f for f in forced):
+                extra["logits_processor"] = _row_processors(greedy, forced)
             model = self.accelerator.unwrap_model(self.model_wrapped)
             with _extra_generate_kwargs(model, **extra):
                 ids, logprobs = super()._generate_single_turn(
@@ -243,4 +327,12 @@ def trainer_class() -> type:
     return BudgetedGRPOTrainer
 
 
-__all__ = ["GenerateCall", "first_of_each_group", "row_limits", "summarize", "trainer_class"]
+__all__ = [
+    "GenerateCall",
+    "first_of_each_group",
+    "last_of_each_group",
+    "opening_tokens",
+    "row_limits",
+    "summarize",
+    "trainer_class",
+]

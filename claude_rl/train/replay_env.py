@@ -205,6 +205,10 @@ class ReplayEnvironment:
         # Set by the trainer for the rollout it decodes greedily (grpo_generation): read by the
         # reward log only.
         self.greedy = False
+        # Set by the trainer for the rollout whose first turn it forces to the reference's opening
+        # (grpo_generation, ``guided_opening``): read by the reward log only.
+        self.guided = False
+        self.reference: Any = None
         self._scratch: Path | None = None
         self._workspace: Workspace | None = None
         self._finalizer: Any = None
@@ -228,10 +232,12 @@ class ReplayEnvironment:
         """True once the runtime's repeat rule ended this rollout (module docstring)."""
         return self._ended
 
-    def reset(self, replay: Any = None, **kwargs: Any) -> None:
+    def reset(self, replay: Any = None, reference: Any = None, **kwargs: Any) -> None:
         """Start a rollout: the row's recorded calls (``replay`` column: ``recorded_json``), a fresh
-        workspace copy on the first real call. Returns None (nothing is added to the prompt)."""
+        workspace copy on the first real call. Returns None (nothing is added to the prompt). The
+        row's reference episode (``reference`` column) is kept for the trainer's guided opening."""
         self._drop_workspace()
+        self.reference = reference
         self._recorded = _as_recorded(replay)
         self._used = {}
         self._calls = []

@@ -826,6 +826,7 @@ def _rollout_rows(
                 "unseen_answer": s.unseen_answer,
                 "grounded_answer": s.grounded_answer,
                 "greedy": bool(getattr(env, "greedy", False)),
+                "guided": bool(getattr(env, "guided", False)),
                 "completion": completion,
             }
         )
@@ -893,6 +894,12 @@ def make_behavioral_reward(
             if greedy:  # what the step teaches the deployed (greedy) path: > 0 it is held, < 0 left
                 entry["greedy_rollouts"] = len(greedy)
                 entry["greedy_advantage"] = sum(greedy) / len(greedy)
+            guided = [
+                a for a, env in zip(advantages, environments, strict=True) if getattr(env, "guided", False)
+            ]
+            if guided:  # > 0: the reference's opening beat the policy's own in its groups
+                entry["guided_rollouts"] = len(guided)
+                entry["guided_advantage"] = sum(guided) / len(guided)
             if log is not None:
                 log.groups += len(groups)
                 log.zero_spread_groups += zero
@@ -925,6 +932,8 @@ def make_behavioral_reward(
             log_metric("guards/grounded_answers", float(entry["grounded_answers"]))
             if "greedy_advantage" in entry:
                 log_metric("groups/greedy_advantage", entry["greedy_advantage"])
+            if "guided_advantage" in entry:
+                log_metric("groups/guided_advantage", entry["guided_advantage"])
             if "zero_spread_groups" in entry:
                 log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
             for source in ("replay", "sandbox", "refused"):
