@@ -283,6 +283,34 @@ def test_templates_are_prefix_preserving(conversations, fmt):
 
 
 @needs_fixtures
+@pytest.mark.parametrize("fmt", ["chatml", "llama3"])
+def test_opening_turn_text_is_the_first_assistant_turn_and_parses_to_its_calls(conversations, fmt):
+    """What the guided opening forces: the first assistant turn, through the end token, exactly
+    as the template renders it after the generation prompt (tools or not), parsing back to that
+    turn's calls; None when the first assistant turn calls nothing."""
+    end = cf.FORMATS[fmt].end_token
+    checked = 0
+    for messages, tools in conversations[:40]:
+        first = next(k for k, m in enumerate(messages) if m["role"] == "assistant")
+        text = cf.opening_turn_text(messages, fmt)
+        if not messages[first].get("tool_calls"):
+            assert text is None
+            continue
+        checked += 1
+        assert text is not None and text.endswith(end) and text.count(end) == 1
+        prompt = cf.render(messages[:first], tools, fmt, add_generation_prompt=True)
+        assert cf.render(messages[: first + 1], tools, fmt).startswith(prompt + text)
+        content, calls = cf.parse_tool_calls(text, fmt)
+        expected = [{"type": "function", "function": c["function"]} for c in messages[first]["tool_calls"]]
+        assert calls == expected
+        assert content == (messages[first]["content"] or "").strip()
+    assert checked >= 10
+    plain = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]
+    assert cf.opening_turn_text(plain, fmt) is None
+    assert cf.opening_turn_text(plain[:1], fmt) is None
+
+
+@needs_fixtures
 def test_render_equals_the_tokenizer_template(tok, conversations):
     for messages, tools in conversations:
         assert tok.apply_chat_template(messages, tools=tools, tokenize=False) == cf.render(messages, tools)

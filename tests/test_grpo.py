@@ -590,7 +590,8 @@ def test_a_guided_rollout_per_group_opens_as_the_reference_does(tokenizer, tmp_p
     row = dict(trainer.train_dataset[0])
     out = trainer._generate_and_score_completions([dict(row) for _ in range(3)])
     assert [env.guided for env in trainer.environments] == [False, False, True]
-    completions = [ids[mask.bool()].tolist() for ids, mask in zip(out["completion_ids"], out["completion_mask"])]
+    pairs = zip(out["completion_ids"], out["completion_mask"], strict=True)
+    completions = [ids[mask.bool()].tolist() for ids, mask in pairs]
     assert completions[2][: len(forced)] == forced  # the reference's opening, then tool results
     assert completions[0][: len(forced)] != forced and completions[1][: len(forced)] != forced
     guided_env = trainer.environments[2]
