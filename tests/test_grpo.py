@@ -476,6 +476,24 @@ def test_tool_turns_decode_only_what_each_row_can_keep(tokenizer, tmp_path):
         env._close()
 
 
+def _one_group_trainer(tokenizer, tmp_path, overrides):
+    """A trainer on one sample prompt with recorded calls, a tiny random model, one group of three
+    rollouts sampled at temperature 1, and a reward log writing ``rollouts.jsonl``."""
+    from claude_rl.train.reward import RewardLog
+
+    folder = _write_dataset(tmp_path / "ds", _sample_rows(4)[:4])
+    prompts = [p for p in grpo.load_prompts(folder, "train", home=tmp_path) if json.loads(p.replay)][:1]
+    cfg = load_grpo_config(
+        None, ["num_generations=3", "prompts_per_step=1", "max_steps=1", "temperature=1.0", *overrides]
+    )
+    defaults = {"max_tool_tokens": 16, "tokenizer": tokenizer, "scratch_dir": tmp_path / "scratch"}
+    log, created = RewardLog(rollouts_path=tmp_path / "rollouts.jsonl"), []
+    trainer = grpo.build_trainer(
+        cfg, tiny_llama(tokenizer), tokenizer, prompts, tmp_path / "out", True, defaults, log, created
+    )
+    return trainer, prompts, log, created
+
+
 def test_a_greedy_rollout_per_group_decodes_as_eval_does(tokenizer, tmp_path):
     """With ``greedy_rollout``, real generation (a tiny random model, sampling at temperature 1):
     the first rollout of the group is, in the first turn and in the tool turns, exactly what greedy
@@ -485,20 +503,9 @@ def test_a_greedy_rollout_per_group_decodes_as_eval_does(tokenizer, tmp_path):
 
     from claude_rl.chat_format import render_tool_call
     from claude_rl.train.grpo_generation import first_of_each_group
-    from claude_rl.train.reward import RewardLog
 
-    rows = _sample_rows(4)[:4]
-    folder = _write_dataset(tmp_path / "ds", rows)
-    prompts = [p for p in grpo.load_prompts(folder, "train", home=tmp_path) if json.loads(p.replay)][:1]
-    cfg = load_grpo_config(
-        None,
-        ["num_generations=3", "prompts_per_step=1", "max_steps=1", "max_completion_length=128"]
-        + ["temperature=1.0", "greedy_rollout=true"],
-    )
-    defaults = {"max_tool_tokens": 16, "tokenizer": tokenizer, "scratch_dir": tmp_path / "scratch"}
-    log, created = RewardLog(rollouts_path=tmp_path / "rollouts.jsonl"), []
-    trainer = grpo.build_trainer(
-        cfg, tiny_llama(tokenizer), tokenizer, prompts, tmp_path / "out", True, defaults, log, created
+    trainer, prompts, log, created = _one_group_trainer(
+        tokenizer, tmp_path, ["max_completion_length=128", "greedy_rollout=true"]
     )
     assert trainer.greedy_rollout is True
     real = type(trainer)._generate_single_turn
@@ -563,20 +570,9 @@ def test_a_guided_rollout_per_group_opens_as_the_reference_does(tokenizer, tmp_p
     from claude_rl.chat_format import episode_to_messages, opening_turn_text
     from claude_rl.schema import Episode
     from claude_rl.train.grpo_generation import last_of_each_group, opening_tokens
-    from claude_rl.train.reward import RewardLog
 
-    rows = _sample_rows(4)[:4]
-    folder = _write_dataset(tmp_path / "ds", rows)
-    prompts = [p for p in grpo.load_prompts(folder, "train", home=tmp_path) if json.loads(p.replay)][:1]
-    cfg = load_grpo_config(
-        None,
-        ["num_generations=3", "prompts_per_step=1", "max_steps=1", "max_completion_length=256"]
-        + ["temperature=1.0", "guided_opening=true"],
-    )
-    defaults = {"max_tool_tokens": 16, "tokenizer": tokenizer, "scratch_dir": tmp_path / "scratch"}
-    log, created = RewardLog(rollouts_path=tmp_path / "rollouts.jsonl"), []
-    trainer = grpo.build_trainer(
-        cfg, tiny_llama(tokenizer), tokenizer, prompts, tmp_path / "out", True, defaults, log, created
+    trainer, prompts, log, created = _one_group_trainer(
+        tokenizer, tmp_path, ["max_completion_length=256", "guided_opening=true"]
     )
     assert trainer.guided_opening is True
     reference = Episode.model_validate_json(prompts[0].reference)
