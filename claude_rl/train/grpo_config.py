@@ -199,7 +199,8 @@ class GRPORunConfig(BaseModel):
         "a group scores the reference's opening even where the policy's samples never take it (on "
         "training debug prompts the SFT model's samples open with the reference's Bash run 2 times "
         "in 50: docs/reports/first-turn-sampling-2026-12-07.md). Off by default: on the long CPU preset "
-        "(seed 7) it gave +0.03 [-0.03, +0.09] (README, RL phase).",
+        "it gave +0.03 [-0.03, +0.09] with seed 7 and +0.01 [-0.07, +0.07] with seed 42 in 4 steps "
+        "(README, RL phase).",
     )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts.")
 
