@@ -198,13 +198,9 @@ def opening_tokens(reference: Any, tokenizer: Any) -> list[int] | None:
     if not reference:
         return None
     from claude_rl.chat_format import episode_to_messages, format_for, opening_turn_text
-    from claude_rl.schema import Episode
+    from claude_rl.train.reward import reference_episode  # parsed once per reference, cached
 
-    if isinstance(reference, str):
-        episode = Episode.model_validate_json(reference)
-    else:
-        episode = Episode.model_validate(reference)
-    text = opening_turn_text(episode_to_messages(episode), format_for(tokenizer))
+    text = opening_turn_text(episode_to_messages(reference_episode(reference)), format_for(tokenizer))
     if text is None:
         return None
     return list(tokenizer.encode(text, add_special_tokens=False))
@@ -262,13 +258,13 @@ def trainer_class() -> type:
                 return ids, logprobs
             envs = self.environments or []
             extra: dict[str, Any] = {}
+            forced: list[list[int] | None] = [None] * len(rows)
             if in_loop:
                 limits = row_limits(rows, *self._loop_state, self.max_completion_length)
                 ended = [0 <= i < len(envs) and bool(getattr(envs[i], "ended", False)) for i, _ in limits]
                 budgets = [0 if e else n for e, (_, n) in zip(ended, limits, strict=True)]
                 extra["stopping_criteria"] = _stopping_criteria(budgets)
                 greedy = [i in self._greedy_samples for i, _ in limits]
-                forced: list[list[int] | None] = [None] * len(rows)
             else:  # the first turn: a new batch, whose greedy and guided rollouts are chosen here
                 training = self.model.training
                 self._greedy_samples = set()
@@ -277,7 +273,6 @@ def trainer_class() -> type:
                     self._greedy_samples = first_of_each_group(rows)
                 if training and self.guided_opening:
                     guided = last_of_each_group(rows) - self._greedy_samples
-                forced = [None] * len(rows)
                 for i, env in enumerate(envs):
                     env.greedy = i in self._greedy_samples
                     env.guided = False

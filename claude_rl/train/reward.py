@@ -127,6 +127,9 @@ PARTS = (
     "outcome_equivalence",
     "reasoning_depth",
 )
+# Flags the trainer sets on a rollout's environment (grpo_generation: ``greedy_rollout``,
+# ``guided_opening``); each is written to ``rollouts.jsonl`` with the mean advantage per batch.
+MARKED_ROLLOUTS = ("greedy", "guided")
 DEFAULT_WEIGHTS: dict[str, float] = {
     "constraint_detection": 0.25,
     "tool_use_alignment": 0.30,
@@ -825,8 +828,7 @@ def _rollout_rows(
                 "repeated_calls": s.repeated_calls,
                 "unseen_answer": s.unseen_answer,
                 "grounded_answer": s.grounded_answer,
-                "greedy": bool(getattr(env, "greedy", False)),
-                "guided": bool(getattr(env, "guided", False)),
+                **{mark: bool(getattr(env, mark, False)) for mark in MARKED_ROLLOUTS},
                 "completion": completion,
             }
         )
@@ -888,18 +890,15 @@ def make_behavioral_reward(
             zero = sum(1 for g in groups if max(g) - min(g) <= 1e-6)
             entry["groups"], entry["zero_spread_groups"] = len(groups), zero
             entry["advantage_by_end"] = advantage_by_end(scored, advantages)
-            greedy = [
-                a for a, env in zip(advantages, environments, strict=True) if getattr(env, "greedy", False)
-            ]
-            if greedy:  # what the step teaches the deployed (greedy) path: > 0 it is held, < 0 left
-                entry["greedy_rollouts"] = len(greedy)
-                entry["greedy_advantage"] = sum(greedy) / len(greedy)
-            guided = [
-                a for a, env in zip(advantages, environments, strict=True) if getattr(env, "guided", False)
-            ]
-            if guided:  # > 0: the reference's opening beat the policy's own in its groups
-                entry["guided_rollouts"] = len(guided)
-                entry["guided_advantage"] = sum(guided) / len(guided)
+            # Rollouts the trainer marked (grpo_generation): greedy ones, > 0 the deployed path is
+            # held, < 0 left; guided ones, > 0 the reference's opening beat the policy's own.
+            for mark in MARKED_ROLLOUTS:
+                marked = [
+                    a for a, env in zip(advantages, environments, strict=True) if getattr(env, mark, False)
+                ]
+                if marked:
+                    entry[f"{mark}_rollouts"] = len(marked)
+                    entry[f"{mark}_advantage"] = sum(marked) / len(marked)
             if log is not None:
                 log.groups += len(groups)
                 log.zero_spread_groups += zero
@@ -930,10 +929,9 @@ def make_behavioral_reward(
             log_metric("guards/ended_on_invalid_call", float(entry["ends"].get("invalid_call", 0)))
             log_metric("guards/unseen_answers", float(entry["unseen_answers"]))
             log_metric("guards/grounded_answers", float(entry["grounded_answers"]))
-            if "greedy_advantage" in entry:
-                log_metric("groups/greedy_advantage", entry["greedy_advantage"])
-            if "guided_advantage" in entry:
-                log_metric("groups/guided_advantage", entry["guided_advantage"])
+            for mark in MARKED_ROLLOUTS:
+                if f"{mark}_advantage" in entry:
+                    log_metric(f"groups/{mark}_advantage", entry[f"{mark}_advantage"])
             if "zero_spread_groups" in entry:
                 log_metric("groups/zero_spread", float(entry["zero_spread_groups"]))
             for source in ("replay", "sandbox", "refused"):
