@@ -385,9 +385,11 @@ _STOP_WORDS = frozenset(
     "from which there".split()
 )
 _ANSWER_TOKEN = re.compile(r"\w(?:[\w.%:/-]*\w)?")
+# A colon next to a number is part of a time (``12:30``) only with digits on both sides: ``42: the
+# count`` and ``count:42`` keep their 42.
 _NUMBER = re.compile(
-    r"(?<![\w.:/-])(?:\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?|\d{1,2}:\d{2}(?::\d{2})?|"
-    r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?![\w:/]|\.\d|-\d)"
+    r"(?<![\w./-])(?<!\d:)(?:\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?|\d{1,2}:\d{2}(?::\d{2})?|"
+    r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?![\w/]|:\d|\.\d|-\d)"
 )
 
 

@@ -676,3 +676,75 @@ def test_a_real_grpo_run_writes_a_complete_run_folder(tmp_path_factory):
     assert not any(p.name.startswith(".tmp") for p in (home / "models").iterdir())
     with pytest.raises(grpo.GRPOError, match="already exists"):
         grpo.main(load_grpo_config(None, ["name=llama-claude-ppo-v1"]), home)
+
+
+def test_after_opening_masks_each_rows_first_turn():
+    import torch
+
+    from claude_rl.train.grpo_generation import after_opening
+
+    # 1: the policy's token, 0: a tool result's; the first turn is what precedes the first 0
+    tool_mask = torch.tensor([[1, 1, 0, 0, 1, 1, 0, 1], [1, 1, 1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1, 1]])
+    assert after_opening(tool_mask).tolist() == [
+        [0, 0, 0, 0, 1, 1, 0, 1],
+        [0, 0, 0, 0, 0, 0, 0, 0],  # no tool result: the whole completion is the opening
+        [0, 1, 1, 1, 1, 1, 1, 1],
+    ]
+
+
+def test_mask_opening_leaves_the_first_turn_out_of_the_loss(tokenizer, tmp_path):
+    """With ``mask_opening``, real generation and TRL's own loss: the tokens of each rollout's first
+    assistant turn are 0 in the loss mask, the tool turns' tokens are kept, the DAPO token count is
+    the masked one; a batch whose rollouts never called a tool has nothing to learn from."""
+    import torch
+
+    from claude_rl.chat_format import render_tool_call
+
+    trainer, prompts, log, created = _one_group_trainer(
+        tokenizer, tmp_path, ["max_completion_length=128", "mask_opening=true", "beta=0.04"]
+    )
+    assert trainer.mask_opening is True
+    real = type(trainer)._generate_single_turn
+    first = tokenizer(
+        "Read it.\n" + render_tool_call("Read", {"file_path": "README.md"}) + "<|im_end|>",
+        add_special_tokens=False,
+    )["input_ids"]
+
+    def policy(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if script_first_turn and trainer._loop_state is None:  # a call, so that tool turns follow
+            return [list(first) for _ in prompt_ids], None
+        return real(trainer, prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+
+    trainer._generate_single_turn = policy
+    trainer.model.train()
+    row = dict(trainer.train_dataset[0])
+    model = trainer.model
+    trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps  # as in train()
+
+    script_first_turn = True
+    out = trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+    mask, kept = out["tool_mask"], out["completion_mask"] * out["tool_mask"]
+    for r in range(3):
+        assert mask[r, : len(first)].sum() == 0  # the opening
+        assert mask[r, len(first)] == 0  # the tool result that follows it
+        assert kept[r].sum() > 0  # the turn after the tool result is trained
+    assert int(out["num_items_in_batch"]) == int(kept.sum())
+    loss = trainer.compute_loss(model, out)
+    assert torch.isfinite(loss)
+    # the same batch without the mask trains the opening tokens too
+    trainer.mask_opening = False
+    unmasked = trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+    assert unmasked["tool_mask"][:, : len(first)].min() == 1
+
+    trainer.mask_opening = True
+    script_first_turn = False  # a tiny random model writes no call: every rollout is all opening
+    out = trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+    assert out["tool_mask"].sum() == 0 and int(out["num_items_in_batch"]) == 0
+    model.zero_grad()
+    loss = trainer.compute_loss(model, out)
+    loss.backward()
+    assert loss.item() == 0.0
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(float(g.abs().max()) == 0.0 for g in grads)
+    for env in created:
+        env._close()

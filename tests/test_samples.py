@@ -424,6 +424,21 @@ def test_paths_outside_the_workspace_are_refused(ws, tmp_path):
     assert not run_tool("Read", {"file_path": "notes.md"}, ws).is_error
 
 
+def test_grep_and_glob_do_not_read_or_list_through_links_out_of_the_workspace(ws, tmp_path):
+    (tmp_path / "secret.txt").write_text("zebra-7731\n")
+    os.symlink(tmp_path / "secret.txt", ws.real / "link.txt")
+    os.symlink(tmp_path, ws.real / "linkdir")
+    (ws.real / "inner.txt").write_text("zebra-0001\n")
+    os.symlink(ws.real / "inner.txt", ws.real / "inner-link.txt")  # inside: kept
+    grep = run_tool("Grep", {"pattern": "zebra", "output_mode": "content"}, ws)
+    assert not grep.is_error
+    assert "7731" not in grep.output_text and "zebra-0001" in grep.output_text
+    assert "inner-link.txt" in grep.output_text
+    listed = run_tool("Glob", {"pattern": "**/*.txt"}, ws).output_text
+    assert "link.txt" not in listed.replace("inner-link.txt", "")
+    assert "secret.txt" not in listed and "inner-link.txt" in listed
+
+
 def test_grep_files_with_matches_is_the_default_sorted_and_skips_hidden_and_binary(ws):
     r = run_tool("Grep", {"pattern": "alpha"}, ws)
     assert r.raw == {

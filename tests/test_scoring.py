@@ -188,6 +188,9 @@ def test_answer_numbers_normalization():
     }
     assert scoring.answer_numbers("TX-1 and GEN-2 in v1.2.3") == set()
     assert scoring.answer_numbers("no numbers") == set()
+    # a colon beside a number makes a time only with digits on both sides
+    assert scoring.answer_numbers("sensor 12: 3.5 kW, count:42, 17: done") == {"12", "3.5", "42", "17"}
+    assert scoring.answer_numbers("from 12:30:45 to 123:45") == {"12:30:45"}
 
 
 def test_an_answer_is_grounded_when_its_numbers_were_read():

@@ -140,7 +140,7 @@ class Workspace:
         else:
             candidate = self.real / text
         resolved = candidate.resolve()  # follows symlinks, also of a missing file's parents
-        if resolved != self.real and self.real not in resolved.parents:
+        if not self.inside(resolved):
             raise _tool_use_error(f"Path {text} is outside the workspace {self.virtual}; access denied.")
         return resolved
 
@@ -157,16 +157,25 @@ class Workspace:
             text = re.sub(re.escape(form) + r"(?![\w.-])", lambda _: self.virtual, text)
         return text
 
+    def inside(self, path: Path) -> bool:
+        """Whether ``path`` resolves (symlinks followed) to the workspace or below it."""
+        resolved = path.resolve()
+        return resolved == self.real or self.real in resolved.parents
+
     def walk(self, top: Path) -> list[Path]:
-        """Files under ``top``, sorted by path; hidden files and folders are skipped (as ripgrep does)."""
+        """Files under ``top``, sorted by path; hidden files and folders are skipped (as ripgrep does).
+
+        Linked folders are not entered (``os.walk``'s default) and a linked file that resolves
+        outside the workspace is left out, so Grep and Glob never read or list past the root."""
         if top.is_file():
             return [top]
         out: list[Path] = []
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
-                if not name.startswith("."):
-                    out.append(Path(dirpath) / name)
+                path = Path(dirpath) / name
+                if not name.startswith(".") and (not path.is_symlink() or self.inside(path)):
+                    out.append(path)
         return sorted(out, key=lambda p: self.relative(p))
 
 

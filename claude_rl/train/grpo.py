@@ -18,7 +18,8 @@ trains a LoRA adapter on the SFT model:
   ended, instead of decoding ``max_completion_length`` new tokens per turn for the whole batch;
   each ``generate`` call is logged (``metrics.generation`` in the manifest). With
   ``greedy_rollout`` it decodes one rollout per group greedily, as evaluation does; with
-  ``guided_opening`` one rollout per group opens with the reference's first turn.
+  ``guided_opening`` one rollout per group opens with the reference's first turn; with
+  ``mask_opening`` the rollouts' first turns are left out of the loss.
 - The reward is ``reward.make_behavioral_reward`` (weights from the config); the five parts are
   passed too with weight 0, so the trainer logs each one's mean and spread per step.
 - The prompt is the row's system and user turns rendered with the row's tools, token for token
@@ -51,7 +52,7 @@ from typing import Any
 
 from claude_rl import paths
 from claude_rl.scoring import episode_from_messages
-from claude_rl.train import grpo_generation, sft
+from claude_rl.train import charts, grpo_generation, sft
 from claude_rl.train.config import next_run_name
 from claude_rl.train.grpo_config import (
     GRPORunConfig,
@@ -338,14 +339,10 @@ def _metrics(log_history: list[dict[str, Any]], runtime: float, log: RewardLog, 
 
 def plot_rewards(metrics: dict[str, Any], path: Path) -> bool:
     """Reward, its parts (mean per step), loss and KL into ``path``; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    made = charts.figure(2, (8, 7), sharex=True)
+    if made is None:
         return False
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    fig, (top, bottom) = made
     if metrics["reward"]:
         steps = [e["step"] for e in metrics["reward"]]
         values = [e["value"] for e in metrics["reward"]]
@@ -360,38 +357,18 @@ def plot_rewards(metrics: dict[str, Any], path: Path) -> bool:
                 alpha=0.1,
             )
     for name, series in metrics["parts"].items():
-        if series["mean"]:
-            top.plot(
-                [e["step"] for e in series["mean"]],
-                [e["value"] for e in series["mean"]],
-                label=name,
-                marker=".",
-            )
+        charts.line(top, series["mean"], "value", label=name, marker=".")
     top.set_ylabel("reward (mean per step)")
     top.set_ylim(-0.05, 1.05)
     top.legend(fontsize=7, loc="best")
     top.grid(alpha=0.3)
-    if metrics["loss"]:
-        bottom.plot(
-            [e["step"] for e in metrics["loss"]],
-            [e["value"] for e in metrics["loss"]],
-            label="loss",
-            marker=".",
-        )
-    if metrics["kl"]:
-        bottom.plot(
-            [e["step"] for e in metrics["kl"]],
-            [e["value"] for e in metrics["kl"]],
-            label="KL to SFT",
-            marker=".",
-        )
+    charts.line(bottom, metrics["loss"], "value", label="loss", marker=".")
+    charts.line(bottom, metrics["kl"], "value", label="KL to SFT", marker=".")
     bottom.set_xlabel("optimizer step")
     bottom.legend(fontsize=8)
     bottom.grid(alpha=0.3)
     fig.suptitle(f"zero-spread groups skipped: {metrics['zero_spread_groups']} of {metrics['groups']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    charts.save(fig, path)
     return True
 
 
@@ -601,6 +578,7 @@ def build_trainer(
     )
     trainer.greedy_rollout = cfg.greedy_rollout
     trainer.guided_opening = cfg.guided_opening
+    trainer.mask_opening = cfg.mask_opening
     return trainer
 
 

@@ -30,6 +30,13 @@ generation time, so ``epsilon`` clips the step. This is off-policy guidance: whe
 samples never open the way the reference does (a Bash run on debug prompts), the group still
 scores that opening against them. Its environment's ``guided`` is set, for the reward log.
 
+With ``mask_opening`` set (the run config's ``mask_opening``), each rollout's first assistant turn
+(its reasons and first calls, or the whole completion when it called no tool) is left out of the
+loss (``after_opening``): the policy is trained on what it does with the tool results, not on how
+it opens, which stays the SFT model's but for what shared LoRA weights carry over. The groups'
+rewards still score the whole rollout. Where the samples never open the way the reference does
+(Bash runs on debug prompts), their openings' gradients only push toward the openings sampled.
+
 It also records each ``generate`` call (rows, decode steps, seconds, rows stopped by the budget or
 the repeat rule) in ``generation_log``, which the run's manifest summarizes. vLLM and continuous
 batching are left as TRL runs them (their own schedulers; budgets are not applied there).
@@ -206,6 +213,12 @@ def opening_tokens(reference: Any, tokenizer: Any) -> list[int] | None:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
+def after_opening(tool_mask: Any) -> Any:
+    """``tool_mask`` (1: the policy's token, 0: a tool result's) with each row's first assistant turn,
+    the tokens before its first tool result, set to 0 too; a row without tool results is all 0."""
+    return tool_mask * ((tool_mask == 0).cumsum(dim=1) > 0).to(tool_mask.dtype)
+
+
 @contextmanager
 def _extra_generate_kwargs(model: Any, **extra: Any) -> Any:
     """Passes ``extra`` to ``model.generate`` for the duration (TRL calls it with its own kwargs)."""
@@ -233,8 +246,22 @@ def trainer_class() -> type:
             self.generation_log = []
             self.greedy_rollout = False
             self.guided_opening = False
+            self.mask_opening = False
             self._loop_state: tuple[list[Any], list[Any]] | None = None
             self._greedy_samples: set[int] = set()
+
+        def _generate_and_score_completions(self, inputs: Any) -> Any:
+            out = super()._generate_and_score_completions(inputs)
+            if self.mask_opening:
+                import torch
+
+                mask = out.get("tool_mask")
+                mask = after_opening(torch.ones_like(out["completion_mask"]) if mask is None else mask)
+                out["tool_mask"] = mask
+                # TRL counted the loss tokens before: DAPO divides by this count
+                kept = (out["completion_mask"] * mask).sum()
+                out["num_items_in_batch"] = self.accelerator.gather(kept).sum()
+            return out
 
         def _tool_call_loop(self, prompts, prompt_ids, completion_ids, *args: Any, **kwargs: Any):
             # TRL updates ``completion_ids`` in place as the turns go: keep the live lists.
@@ -324,6 +351,7 @@ def trainer_class() -> type:
 
 __all__ = [
     "GenerateCall",
+    "after_opening",
     "first_of_each_group",
     "last_of_each_group",
     "opening_tokens",

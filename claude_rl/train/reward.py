@@ -533,18 +533,15 @@ def repeated_calls(episode: Episode) -> int:
     return repeats
 
 
-def unseen_answer(reference: Episode, candidate: Episode) -> bool:
-    """The candidate's answer is made mostly of numbers it never read (``scoring.answer_grounded``),
-    where the reference's answer is not (a reference that computes its figures lets the candidate
-    compute too)."""
-    return scoring.answer_grounded(candidate) is False and scoring.answer_grounded(reference) is not False
+def answer_flags(reference: Episode, candidate: Episode) -> tuple[bool, bool]:
+    """(unseen, grounded) from one ``scoring.answer_grounded`` pass over each episode.
 
-
-def grounded_answer(reference: Episode, candidate: Episode) -> bool:
-    """The candidate's answer holds numbers and most of them are ones it read
-    (``scoring.answer_grounded``), where the reference's answer holds numbers too (an answer that
-    needs none is not paid for quoting some)."""
-    return scoring.answer_grounded(reference) is not None and scoring.answer_grounded(candidate) is True
+    unseen: the candidate's answer is made mostly of numbers it never read, where the reference's
+    answer is not (a reference that computes its figures lets the candidate compute too).
+    grounded: the candidate's answer holds numbers and most of them are ones it read, where the
+    reference's answer holds numbers too (an answer that needs none is not paid for quoting some)."""
+    ref, cand = scoring.answer_grounded(reference), scoring.answer_grounded(candidate)
+    return cand is False and ref is not False, cand is True and ref is not None
 
 
 def score_rollout(
@@ -560,8 +557,7 @@ def score_rollout(
         parts = score_parts(reference, rollout.episode, text_similarity)
     call_factor = call_budget_factor(reference, rollout, settings)
     repeats = max(0, repeated_calls(rollout.episode) - repeated_calls(reference))
-    unseen = unseen_answer(reference, rollout.episode)
-    grounded = grounded_answer(reference, rollout.episode)
+    unseen, grounded = answer_flags(reference, rollout.episode)
     penalty = (
         settings.invalid_call_penalty * rollout.invalid_calls
         + settings.repeated_call_penalty * repeats

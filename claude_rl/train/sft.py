@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_rl import paths
+from claude_rl.train import charts
 from claude_rl.train.config import SFTRunConfig, check_runnable, next_run_name, to_trl_kwargs
 
 SAMPLES = "samples"
@@ -218,35 +219,17 @@ def _metrics(log_history: list[dict[str, Any]], runtime: float, tokens: int | No
 
 def plot_loss(metrics: dict[str, Any], path: Path) -> bool:
     """Train and validation loss against steps into ``path``; False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    made = charts.figure(1, (7, 4))
+    if made is None:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if metrics["train_loss"]:
-        ax.plot(
-            [e["step"] for e in metrics["train_loss"]],
-            [e["loss"] for e in metrics["train_loss"]],
-            label="train",
-            marker=".",
-        )
-    if metrics["eval_loss"]:
-        ax.plot(
-            [e["step"] for e in metrics["eval_loss"]],
-            [e["eval_loss"] for e in metrics["eval_loss"]],
-            label="validation",
-            marker="o",
-        )
+    fig, (ax,) = made
+    charts.line(ax, metrics["train_loss"], "loss", label="train", marker=".")
+    charts.line(ax, metrics["eval_loss"], "eval_loss", label="validation", marker="o")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    charts.save(fig, path)
     return True
 
 
