@@ -34,8 +34,9 @@ With ``mask_opening`` set (the run config's ``mask_opening``), each rollout's fi
 (its reasons and first calls, or the whole completion when it called no tool) is left out of the
 loss (``after_opening``): the policy is trained on what it does with the tool results, not on how
 it opens, which stays the SFT model's but for what shared LoRA weights carry over. The groups'
-rewards still score the whole rollout. Where the samples never open the way the reference does
-(Bash runs on debug prompts), their openings' gradients only push toward the openings sampled.
+rewards still score the whole rollout. Why: where the samples never open the way the reference
+does (Bash runs on debug prompts), training their openings can only push toward the openings
+sampled. With ``guided_opening`` too, the forced opening is masked as well and teaches nothing.
 
 It also records each ``generate`` call (rows, decode steps, seconds, rows stopped by the budget or
 the repeat rule) in ``generation_log``, which the run's manifest summarizes. vLLM and continuous
