@@ -23,7 +23,7 @@ def test_sft_loss_chart_is_a_png(tmp_path):
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
 
 
-def test_rl_reward_chart_is_a_png_with_empty_series_left_out(tmp_path):
+def test_rl_reward_chart_is_a_png_when_some_series_are_empty(tmp_path):
     metrics = {
         "reward": series(0.2, 0.3),
         "reward_std": series(0.1, 0.1),

@@ -157,9 +157,8 @@ class Workspace:
             text = re.sub(re.escape(form) + r"(?![\w.-])", lambda _: self.virtual, text)
         return text
 
-    def inside(self, path: Path) -> bool:
-        """Whether ``path`` resolves (symlinks followed) to the workspace or below it."""
-        resolved = path.resolve()
+    def inside(self, resolved: Path) -> bool:
+        """Whether a resolved path (symlinks followed) is the workspace or below it."""
         return resolved == self.real or self.real in resolved.parents
 
     def walk(self, top: Path) -> list[Path]:
@@ -174,7 +173,7 @@ class Workspace:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
                 path = Path(dirpath) / name
-                if not name.startswith(".") and (not path.is_symlink() or self.inside(path)):
+                if not name.startswith(".") and (not path.is_symlink() or self.inside(path.resolve())):
                     out.append(path)
         return sorted(out, key=lambda p: self.relative(p))
 

@@ -207,7 +207,7 @@ class GRPORunConfig(BaseModel):
         description="Leave each rollout's first assistant turn (its reasons and first calls; all of a "
         "rollout that calls no tool) out of the loss, KL term included: the policy learns what to do "
         "with tool results while its opening stays the SFT model's. On the long CPU preset the runs "
-        "trained on samples moved held-out openings to Grep (first-tool accuracy -0.14 to -0.21), "
+        "trained on samples moved held-out openings to Grep (first-tool accuracy down by up to 0.21), "
         "because no sampled rollout of a Bash-first prompt opened with Bash. Off by default: with seed 7 it "
         "kept the opening (first tool -0.03) but gave +0.02 [-0.07, +0.10], tool sequence -0.13 and "
         "arguments -0.10, the runs answering after fewer calls (README, RL phase).",
