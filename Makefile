@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: all demo demo-capture train train-ppo export-gguf eval test test-slow test-all lint fix bench-hooks \
-        bench-import bench-sft bench-decode install install-train install-export hooks-json schema clean
+        bench-import bench-sft bench-decode bench-rollouts install install-train install-export hooks-json schema clean
 
 all: test lint
 
@@ -103,6 +103,10 @@ bench-sft: $(VENV)/.train
 # Decode tokens/s of the agent runtime vs a bare llama-cpp-python generate on the same GGUF and prompt.
 bench-decode: $(VENV)/.train $(VENV)/.export
 	$(PY) bench/decode_throughput.py
+
+# Decode speed of an RL rollout batch, LoRA folded in (merge_lora_for_generation) vs unmerged.
+bench-rollouts: $(VENV)/.train
+	$(PY) bench/rollout_decode.py
 
 # Regenerate settings.example.json and hooks/hooks.json from claude_rl/hook_settings.py, and the
 # JSON Schemas in docs/ from claude_rl/schema.py.

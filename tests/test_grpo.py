@@ -153,6 +153,8 @@ def test_config_errors_are_clear():
         load_grpo_config("nope.yaml")
     with pytest.raises(ConfigError, match="lora.enabled"):
         load_grpo_config(None, ["lora.enabled=false"])
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_grpo_config(None, ["guided_opening=true", "mask_opening=true"])
     cfg = load_grpo_config(None, ["max_steps=3", "lora.r=4", "reward.outcome_similarity=lexical"])
     assert (cfg.max_steps, cfg.lora.r, cfg.reward.outcome_similarity) == (3, 4, "lexical")
 
@@ -748,3 +750,114 @@ def test_mask_opening_leaves_the_first_turn_out_of_the_loss(tokenizer, tmp_path)
     assert grads and all(float(g.abs().max()) == 0.0 for g in grads)
     for env in created:
         env._close()
+
+
+def _lora_layers(model):
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def test_merged_adapter_decodes_the_same_policy_and_gives_the_base_back(tokenizer):
+    """``merged_adapter`` folds a trained (non-zero) LoRA into float32 base weights: greedy decoding
+    and the logits are the unmerged model's up to rounding, and after many merges the base weights
+    are back within float32 rounding. bf16 weights and plain models are left alone."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from claude_rl.train.grpo_generation import can_merge_for_generation, merged_adapter
+
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(tiny_llama(tokenizer), lora)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.eval()
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    ids = torch.tensor([tokenizer("Find every caller of headroom_kva.")["input_ids"]])
+
+    def decode():
+        with torch.no_grad():
+            logits = model(ids).logits
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=12,
+                min_new_tokens=12,
+            )
+        return logits, out[0, ids.shape[1] :].tolist()
+
+    logits, tokens = decode()
+    with torch.no_grad(), model.disable_adapter():
+        plain = model(ids).logits
+    assert float((logits - plain).abs().max()) > 1e-3  # the adapter changes the policy
+    with merged_adapter(model, True) as merged:
+        assert merged and all(layer.merged for layer in _lora_layers(model))
+        merged_logits, merged_tokens = decode()
+    assert not any(layer.merged for layer in _lora_layers(model))
+    assert merged_tokens == tokens
+    assert torch.allclose(merged_logits, logits, atol=1e-4)
+    for _ in range(50):
+        with merged_adapter(model, True):
+            pass
+    for n, p in model.named_parameters():
+        if n in base:
+            assert torch.allclose(p, base[n], atol=1e-5), n
+    assert torch.allclose(decode()[0], logits, atol=1e-5)
+
+    with merged_adapter(model, False) as merged:
+        assert not merged and not any(layer.merged for layer in _lora_layers(model))
+    assert not can_merge_for_generation(tiny_llama(tokenizer))  # no adapter to fold
+    assert not can_merge_for_generation(model.to(torch.bfloat16))
+
+
+def test_rollouts_decode_merged_and_the_loss_passes_run_unmerged(tokenizer, tmp_path):
+    """In the trainer, with ``merge_lora_for_generation`` (the default), the forward calls of
+    ``generate`` see the adapter folded in, the log-probability passes (old policy, KL reference
+    with the adapter disabled) see it unmerged, and nothing stays merged; off, nothing merges."""
+    import torch
+
+    trainer, prompts, log, created = _one_group_trainer(
+        tokenizer, tmp_path, ["max_completion_length=32", "beta=0.04"]
+    )
+    assert trainer.merge_lora_for_generation is True
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    seen: list[tuple[bool, bool]] = []  # (inside generate, merged)
+    in_generate = [False]
+    real_generate = type(model).generate
+
+    def generate(self, *args, **kwargs):
+        in_generate[0] = True
+        try:
+            return real_generate(self, *args, **kwargs)
+        finally:
+            in_generate[0] = False
+
+    hook = model.get_base_model().register_forward_pre_hook(
+        lambda module, args: seen.append((in_generate[0], all(x.merged for x in _lora_layers(model))))
+    )
+    trainer.model.train()
+    row = dict(trainer.train_dataset[0])
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(type(model), "generate", generate)
+            trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
+            trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+            assert {m for g, m in seen if g} == {True}  # every decode step merged
+            assert {m for g, m in seen if not g} == {False}  # old-policy and reference passes
+            assert not any(x.merged for x in _lora_layers(model))
+            seen.clear()
+            trainer.merge_lora_for_generation = False
+            trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+            assert seen and not any(m for _, m in seen)
+    finally:
+        hook.remove()
+        for env in created:
+            env._close()

@@ -19,7 +19,8 @@ trains a LoRA adapter on the SFT model:
   each ``generate`` call is logged (``metrics.generation`` in the manifest). With
   ``greedy_rollout`` it decodes one rollout per group greedily, as evaluation does; with
   ``guided_opening`` one rollout per group opens with the reference's first turn; with
-  ``mask_opening`` the rollouts' first turns are left out of the loss.
+  ``mask_opening`` the rollouts' first turns are left out of the loss; with
+  ``merge_lora_for_generation`` rollouts decode with the adapter folded into the base weights.
 - The reward is ``reward.make_behavioral_reward`` (weights from the config); the five parts are
   passed too with weight 0, so the trainer logs each one's mean and spread per step.
 - The prompt is the row's system and user turns rendered with the row's tools, token for token
@@ -579,6 +580,7 @@ def build_trainer(
     trainer.greedy_rollout = cfg.greedy_rollout
     trainer.guided_opening = cfg.guided_opening
     trainer.mask_opening = cfg.mask_opening
+    trainer.merge_lora_for_generation = cfg.merge_lora_for_generation
     return trainer
 
 

@@ -213,6 +213,13 @@ class GRPORunConfig(BaseModel):
         "arguments -0.10, the runs answering after fewer calls (README, RL phase).",
     )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts.")
+    merge_lora_for_generation: bool = Field(
+        True,
+        description="Fold the LoRA adapter into the base weights while rollouts are decoded (and take it "
+        "out again for the loss): the same policy, decoded as a plain model. Only where every weight "
+        "is float32 (the CPU presets); bf16 and 4-bit runs decode unmerged, since subtracting the "
+        "adapter again would not restore their base weights exactly.",
+    )
 
     # --- policy optimization ---
     num_iterations: int = Field(
@@ -306,6 +313,13 @@ class GRPORunConfig(BaseModel):
             raise ValueError(
                 f"micro_batch_size ({self.micro_batch_size}) must divide prompts_per_step x num_generations "
                 f"({self.rollouts_per_step})"
+            )
+        if self.guided_opening and self.mask_opening:
+            # The forced opening is what guided_opening trains; mask_opening would leave it out of the
+            # loss, so the run would spend a rollout per group on an opening it cannot learn.
+            raise ValueError(
+                "guided_opening and mask_opening exclude each other: the guided rollout's forced opening "
+                "would be masked out of the loss and teach nothing"
             )
         return self
 
