@@ -854,6 +854,11 @@ def test_rollouts_decode_merged_and_the_loss_passes_run_unmerged(tokenizer, tmp_
             assert {m for g, m in seen if not g} == {False}  # old-policy and reference passes
             assert not any(x.merged for x in _lora_layers(model))
             seen.clear()
+            trainer.is_fsdp_enabled = True  # sharded weights: TRL gathers them inside its call
+            trainer._generate_and_score_completions([dict(row) for _ in range(3)])
+            assert seen and not any(m for _, m in seen)
+            seen.clear()
+            trainer.is_fsdp_enabled = False
             trainer.merge_lora_for_generation = False
             trainer._generate_and_score_completions([dict(row) for _ in range(3)])
             assert seen and not any(m for _, m in seen)

@@ -218,7 +218,7 @@ class GRPORunConfig(BaseModel):
         description="Fold the LoRA adapter into the base weights while rollouts are decoded (and take it "
         "out again for the loss): the same policy, decoded as a plain model. Only where every weight "
         "is float32 (the CPU presets); bf16 and 4-bit runs decode unmerged, since subtracting the "
-        "adapter again would not restore their base weights exactly.",
+        "adapter again would not restore their base weights exactly; sharded runs (FSDP, DeepSpeed) too.",
     )
 
     # --- policy optimization ---

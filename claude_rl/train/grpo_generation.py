@@ -40,7 +40,8 @@ sampled. The run config refuses it together with ``guided_opening``, whose force
 
 With ``merge_lora_for_generation`` (on by default) the LoRA adapter is folded into float32 base
 weights for each ``generate`` call and taken out again before TRL's log-probability passes
-(``merged_adapter``): the same policy, decoded as a plain model.
+(``merged_adapter``): the same policy, decoded as a plain model. Not where the weights are sharded
+(FSDP, DeepSpeed), which TRL gathers only inside its own call.
 
 It also records each ``generate`` call (rows, decode steps, seconds, rows stopped by the budget or
 the repeat rule) in ``generation_log``, which the run's manifest summarizes. vLLM and continuous
@@ -351,7 +352,8 @@ def trainer_class() -> type:
             if any(greedy) or any(f for f in forced):
                 extra["logits_processor"] = _row_processors(greedy, forced)
             model = self.accelerator.unwrap_model(self.model_wrapped)
-            merge = self.merge_lora_for_generation
+            # sharded weights (FSDP, DeepSpeed ZeRO) are gathered inside TRL's call: nothing to fold here
+            merge = self.merge_lora_for_generation and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
             with _extra_generate_kwargs(model, **extra), merged_adapter(model, merge):
                 ids, logprobs = super()._generate_single_turn(
                     prompt_ids, images, multimodal_fields, num_generations, has_tool_images
