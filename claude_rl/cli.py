@@ -726,6 +726,60 @@ def _train_ppo(config: Path | None, overrides: list[str] | None) -> None:
     )
 
 
+@app.command("control")
+def control_cmd(
+    run: Annotated[str, typer.Argument(help="The trained run (name under <home>/models, or its folder).")],
+    kinds: Annotated[
+        str,
+        typer.Option(
+            "--kinds",
+            help="Comma-separated: random (a random rank-r update in each matrix the run changed, "
+            "scaled to the run's KL to the model it started from) and/or negated (that model minus "
+            "the run's update).",
+        ),
+    ] = "random",
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Comma-separated seeds: one random control each.")
+    ] = "1,2",
+    rank: Annotated[int, typer.Option("--rank", help="Rank of each random update.")] = 16,
+    sequences: Annotated[
+        int, typer.Option("--sequences", help="Train-split rows the KL is measured on (assistant tokens).")
+    ] = 14,
+) -> None:
+    """Make null controls for a trained run: the model it started from moved as far as the run
+    moved it (KL matched on the run's training split), in a direction no reward chose. Each is a
+    run folder (llama-claude-ctrl-vN) to export and evaluate beside the run: pass them to
+    `claude-rl eval --controls`, and a gain counts only where it beats them."""
+    from claude_rl.train.control import ControlError, make_controls
+
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        made = make_controls(
+            run,
+            kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+            seeds=seed_list,
+            rank=rank,
+            sequences=sequences,
+        )
+    except ValueError as exc:
+        err.print(f"[red]--seeds {seeds}: expected comma-separated integers ({exc})[/red]")
+        raise typer.Exit(2) from exc
+    except ControlError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    for c in made:
+        what = f"seed {c.seed}" if c.kind == "random" else "negated"
+        console.print(
+            f"Wrote {c.folder} ({c.kind}, {what}: scale {c.scale:.3f}, "
+            f"KL {c.kl:.5f}; the run's {c.run_kl:.5f})"
+        )
+    names = ",".join(c.folder.name for c in made)
+    console.print(
+        f"next: claude-rl eval --models {run},{names} --reuse <the SFT model's report> "
+        f"--baseline <the SFT run> --controls {names}"
+    )
+
+
 @app.command("export-gguf")
 def export_gguf_cmd(
     model: Annotated[
@@ -812,7 +866,8 @@ def eval_cmd(
         typer.Option(
             "--reuse",
             help="An earlier report folder whose models' runs are scored again (not re-run) and listed "
-            "first; repeatable. E.g. the SFT model's report, to compare a new model with it.",
+            "first; repeatable (a model in several with the same runs is taken once). E.g. the SFT "
+            "model's report, to compare a new model with it.",
         ),
     ] = None,
     baseline: Annotated[
@@ -836,14 +891,23 @@ def eval_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", help="Report folder (default: <home>/reports/<name>/).")
     ] = None,
+    controls: Annotated[
+        str | None,
+        typer.Option(
+            "--controls",
+            help="Comma-separated models (run here or reused) that are null controls (claude-rl control): "
+            "every other model but the baseline is also paired against their per-prompt mean.",
+        ),
+    ] = None,
 ) -> None:
     """Run each held-out prompt through the local agent per model and score it against the recorded
     episode (tool sequence, first tool, tool-set F1, arguments, answer, reasoning depth, ...);
     writes report.md, report.json and PNG charts. Also scores each run with the RL phase's behavioral
     reward, and with several models gives paired per-prompt differences against the first (or
-    --baseline) with 95 % intervals."""
+    --baseline) with 95 % intervals, and against the mean of the --controls."""
     from claude_rl.evaluate import (
         EvalError,
+        against_controls_lines,
         evaluate,
         headline_table,
         read_report,
@@ -872,11 +936,14 @@ def eval_cmd(
             config=config,
             reuse=reuse,
             baseline=baseline,
+            controls=[c.strip() for c in (controls or "").split(",") if c.strip()],
         )
     except (EvalError, ExportError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(headline_table(report))
+    for line in against_controls_lines(report):
+        console.print(line)
     target = out or paths.home() / "reports" / report.name
     console.print(f"report: {target / 'report.md'}")
 

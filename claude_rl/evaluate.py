@@ -16,8 +16,10 @@ the valid-call rate (calls whose input the tools accepted: not a ``<tool_use_err
 mean number of turns. Each run is also scored with the RL phase's behavioral reward
 (``behavioral_reward``: ``claude_rl.train.reward.score_rollout``), and with several models the
 summary holds ``paired``: every other model's per-prompt differences against a baseline (the first
-model by default), with bootstrap intervals. ``reuse`` takes the runs of an earlier report's
-models and scores them again instead of running those models (``reuse_report``).
+model by default), with bootstrap intervals; given null controls (``claude-rl control``: the
+baseline moved as far as a trained model moved it, in a random direction), ``against_controls``
+pairs each trained model against their per-prompt mean. ``reuse`` takes the runs of an earlier
+report's models and scores them again instead of running those models (``reuse_report``).
 
 Output, in ``out_dir`` (default ``<home>/reports/<name>/``): ``report.json`` (everything, per-prompt
 rows included), ``report.md`` (headline table with the models side by side, trained shapes vs
@@ -465,10 +467,14 @@ def _metric_block(results: list[PromptResult]) -> dict[str, Any]:
     return {"prompts": len(results), "metrics": metrics}
 
 
-def summarize(results: list[PromptResult], models: list[str], baseline: str | None = None) -> dict[str, Any]:
+def summarize(
+    results: list[PromptResult], models: list[str], baseline: str | None = None, controls: Iterable[str] = ()
+) -> dict[str, Any]:
     """Per model: overall, per split reason and per category score blocks, plus run statistics;
     with several models, ``paired``: each other model's per-prompt differences against
-    ``baseline`` (default: the first model)."""
+    ``baseline`` (default: the first model); with ``controls`` (null controls, ``claude-rl
+    control``), ``against_controls``: each model that is neither the baseline nor a control, paired
+    against the controls' per-prompt mean (``paired_against_controls``)."""
     out: dict[str, Any] = {}
     for model in models:
         mine = [r for r in results if r.model == model]
@@ -505,6 +511,43 @@ def summarize(results: list[PromptResult], models: list[str], baseline: str | No
             "baseline": base,
             "models": {m: paired_differences(results, base, m) for m in models if m != base},
         }
+    controls = list(controls)
+    if controls:
+        missing = [c for c in controls if c not in models]
+        if missing:
+            raise EvalError(f"control {', '.join(missing)} is not one of the models ({', '.join(models)})")
+        base = baseline or models[0]
+        if base in controls:
+            raise EvalError(f"the baseline {base!r} cannot also be a control")
+        out["against_controls"] = {
+            "controls": controls,
+            "models": {
+                m: paired_against_controls(results, controls, m)
+                for m in models
+                if m not in controls and m != base
+            },
+        }
+    return out
+
+
+def paired_against_controls(results: list[PromptResult], controls: list[str], model: str) -> dict[str, Any]:
+    """``model`` − the mean of ``controls`` per metric, paired by prompt (the controls' mean over
+    those scored on the prompt): mean and bootstrap interval. Null controls move the baseline as
+    far as the model moved it, in a direction no reward chose (``claude_rl.train.control``): an
+    interval above 0 is a gain that such a move does not explain."""
+    mine = {r.episode_id: r.scores for r in results if r.model == model}
+    theirs: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        if r.model in controls:
+            theirs.setdefault(r.episode_id, []).append(r.scores)
+    out = {}
+    for name in METRICS:
+        diffs = []
+        for eid, scores in mine.items():
+            values = [c[name] for c in theirs.get(eid, []) if c.get(name) is not None]
+            if scores.get(name) is not None and values:
+                diffs.append(scores[name] - sum(values) / len(values))
+        out[name] = mean_ci(diffs)
     return out
 
 
@@ -590,6 +633,15 @@ def headline_table(report: EvalReport | Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def against_controls_lines(report: EvalReport | Mapping[str, Any]) -> list[str]:
+    """One line per model paired against the null controls: its behavioral reward minus theirs."""
+    against = _report_dict(report)["summary"].get("against_controls") or {}
+    return [
+        f"{m} − the controls' mean, behavioral reward: {_fmt(diffs.get(REWARD), signed=True)}"
+        for m, diffs in (against.get("models") or {}).items()
+    ]
+
+
 def render_markdown(report: EvalReport | Mapping[str, Any], charts: Iterable[str] = ()) -> str:
     data = _report_dict(report)
     models: list[str] = list(data["models"])
@@ -645,6 +697,24 @@ def render_markdown(report: EvalReport | Mapping[str, Any], charts: Iterable[str
         out.append("")
         rows = [[LABELS[n], *[_fmt(paired[m].get(n), signed=True) for m in paired]] for n in HEADLINE]
         out += _table(["metric", *[f"{m} − {base}" for m in paired]], rows)
+
+    against = summary.get("against_controls") or {}
+    if against.get("models"):
+        controls = against["controls"]
+        out += ["", "### Against the null controls", ""]
+        out.append(
+            "Per-prompt differences against the mean of the null controls "
+            f"({', '.join(f'`{c}`' for c in controls)}): "
+            "the baseline moved as far as the trained model moved it, in a direction no reward chose "
+            "(`claude-rl control`). Their own paired differences above are the spread such a move gives; "
+            "an interval here that excludes 0 is a change it does not explain."
+        )
+        out.append("")
+        rows = [
+            [LABELS[n], *[_fmt(against["models"][m].get(n), signed=True) for m in against["models"]]]
+            for n in HEADLINE
+        ]
+        out += _table(["metric", *[f"{m} − controls" for m in against["models"]]], rows)
 
     out += ["", "## Trained shapes vs transfer", ""]
     out.append(
@@ -841,6 +911,13 @@ def read_report(report_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _same_runs(a: list[Episode], b: list[Episode]) -> bool:
+    """The same runs: per prompt, the same steps and final answer (metadata aside)."""
+    return len(a) == len(b) and all(
+        x.steps == y.steps and x.final_answer == y.final_answer for x, y in zip(a, b, strict=True)
+    )
+
+
 def reuse_report(
     report_dir: Path, references: list[Reference], text_similarity: scoring.TextSimilarity | None = None
 ) -> tuple[dict[str, list[Episode]], list[PromptResult]]:
@@ -932,6 +1009,7 @@ def evaluate(
     reuse: Iterable[Path] = (),
     baseline: str | None = None,
     outcome: str = "embedding",
+    controls: Iterable[str] = (),
 ) -> EvalReport:
     """Run the split's prompts through every model and write the report (see the module docstring).
 
@@ -942,7 +1020,8 @@ def evaluate(
     ``reuse``: earlier report folders whose models' runs are scored again and listed first
     (``reuse_report``); ``baseline``: the model the paired differences are taken against (default:
     the first). ``outcome``: how the behavioral reward compares answer texts (``"embedding"``,
-    all-MiniLM-L6-v2 as in training, falling back to ``"lexical"``).
+    all-MiniLM-L6-v2 as in training, falling back to ``"lexical"``). ``controls``: models (run or
+    reused) that are null controls; the others are also paired against their mean.
     """
     reuse = [Path(r) for r in reuse]
     if not models and not reuse:
@@ -969,13 +1048,23 @@ def evaluate(
     reused: dict[str, list[Episode]] = {}
     for folder in reuse:
         episodes_of, rows = reuse_report(folder, references, similarity)
-        twice = sorted(set(episodes_of) & (set(reused) | set(models)))
+        # a report made with --reuse carries the reused model's runs too: taken once when they agree
+        same = {m for m, eps in episodes_of.items() if m in reused and _same_runs(reused[m], eps)}
+        twice = sorted((set(episodes_of) - same) & (set(reused) | set(models)))
         if twice:
-            raise EvalError(f"model {', '.join(twice)} is named twice (reused and run, or reused twice)")
-        reused.update(episodes_of)
-        results += rows
+            raise EvalError(
+                f"model {', '.join(twice)} is named twice (reused and run, or reused twice with other runs)"
+            )
+        reused.update({m: eps for m, eps in episodes_of.items() if m not in same})
+        results += [r for r in rows if r.model not in same]
     if baseline is not None and baseline not in [*reused, *models]:
         raise EvalError(f"baseline {baseline!r} is not one of the models ({', '.join([*reused, *models])})")
+    controls = list(controls)
+    strangers = [c for c in controls if c not in [*reused, *models]]
+    if strangers:
+        raise EvalError(
+            f"control {', '.join(strangers)} is not one of the models ({', '.join([*reused, *models])})"
+        )
     if runner is None and models:
         from claude_rl.runtime import run_agent
 
@@ -1032,7 +1121,7 @@ def evaluate(
         models=names,
         created_at=stamp.isoformat(timespec="seconds"),
         results=results,
-        summary=summarize(results, names, baseline),
+        summary=summarize(results, names, baseline, controls),
         notes=notes,
         files={f"candidates/{_slug(m)}.jsonl": f"candidates/{_slug(m)}.jsonl" for m in names},
     )

@@ -485,6 +485,77 @@ def test_reuse_refuses_other_prompts_twice_named_models_and_unknown_baselines(re
         ev.evaluate({}, references=references, out_dir=tmp_path / "d", reuse=[tmp_path], progress=False)
 
 
+def test_a_model_in_two_reused_reports_is_taken_once_when_its_runs_agree(report, references, tmp_path):
+    rep, perfect, _ = report
+    twice = ev.evaluate(
+        {},
+        references=references,
+        out_dir=tmp_path / "twice",
+        reuse=[rep.out_dir, rep.out_dir],
+        progress=False,
+    )
+    assert twice.models == ["perfect", "silent"] and len(twice.results) == 2 * LIMIT
+
+    def perfect_runner(prompt, model, workspace, config=None, **kw):
+        return perfect(prompt, model, workspace, config, **kw)
+
+    # "silent" again, but with other runs: refused rather than silently merged
+    ev.evaluate(
+        {"silent": object()},
+        references=references,
+        out_dir=tmp_path / "other",
+        runner=perfect_runner,
+        progress=False,
+    )
+    with pytest.raises(ev.EvalError, match="reused twice with other runs"):
+        ev.evaluate(
+            {},
+            references=references,
+            out_dir=tmp_path / "x",
+            reuse=[rep.out_dir, tmp_path / "other"],
+            progress=False,
+        )
+
+
+def test_controls_pair_a_model_against_their_mean_per_prompt(report, references, tmp_path):
+    """Null controls: one as silent as the baseline, one as perfect as the model: their mean is
+    halfway, so the model's lead over the controls is half its lead over the baseline."""
+    rep, perfect, _ = report
+
+    def by_model(prompt, model, workspace, config=None, **kw):
+        return (perfect if model is PERFECT_MODEL else silent)(prompt, model, workspace, config, **kw)
+
+    out = ev.evaluate(
+        {"ctrl-silent": object(), "ctrl-perfect": PERFECT_MODEL},
+        references=references,
+        out_dir=tmp_path / "controls",
+        runner=by_model,
+        reuse=[rep.out_dir],
+        baseline="silent",
+        controls=["ctrl-silent", "ctrl-perfect"],
+        progress=False,
+    )
+    against = out.summary["against_controls"]
+    assert against["controls"] == ["ctrl-silent", "ctrl-perfect"]
+    assert list(against["models"]) == ["perfect"]  # not the baseline, not the controls
+    lead = out.summary["paired"]["models"]["perfect"][ev.REWARD]["mean"]
+    assert lead > 0.3
+    vs_controls = against["models"]["perfect"][ev.REWARD]
+    assert vs_controls["n"] == LIMIT and vs_controls["mean"] == pytest.approx(lead / 2)
+    assert vs_controls["lo"] <= vs_controls["mean"] <= vs_controls["hi"]
+    md = (tmp_path / "controls" / "report.md").read_text()
+    assert "### Against the null controls" in md and "perfect − controls" in md
+    assert json.loads((tmp_path / "controls" / "report.json").read_text())["summary"]["against_controls"]
+    (line,) = ev.against_controls_lines(out)
+    assert line.startswith("perfect − the controls' mean, behavioral reward: +")
+
+    kwargs = dict(references=references, runner=by_model, reuse=[rep.out_dir], progress=False)
+    with pytest.raises(ev.EvalError, match="not one of the models"):
+        ev.evaluate({"c": object()}, out_dir=tmp_path / "a", controls=["nope"], **kwargs)
+    with pytest.raises(ev.EvalError, match="cannot also be a control"):
+        ev.evaluate({"c": object()}, out_dir=tmp_path / "b", baseline="silent", controls=["silent"], **kwargs)
+
+
 def test_cli_compares_reused_runs_without_running_a_model(report, dataset, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

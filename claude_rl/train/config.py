@@ -351,13 +351,16 @@ def check_runnable(cfg: SFTRunConfig, cuda_available: bool) -> list[str]:
 
 def next_run_name(cfg: SFTRunConfig, models_dir: Path) -> str:
     """``cfg.name``, or the first ``<name_prefix>-vN`` not yet in ``models_dir``."""
-    if cfg.name:
-        return cfg.name
+    return cfg.name or next_free_name(cfg.name_prefix, models_dir)
+
+
+def next_free_name(prefix: str, models_dir: Path) -> str:
+    """The first ``<prefix>-vN`` not yet in ``models_dir``."""
     taken = {p.name for p in models_dir.iterdir()} if models_dir.is_dir() else set()
     n = 1
-    while f"{cfg.name_prefix}-v{n}" in taken:
+    while f"{prefix}-v{n}" in taken:
         n += 1
-    return f"{cfg.name_prefix}-v{n}"
+    return f"{prefix}-v{n}"
 
 
 @lru_cache(maxsize=1)
