@@ -665,9 +665,12 @@ def read_run(path: Path | str) -> list[Episode]:
 
 def latest_exported_gguf(home: Path | str | None = None) -> Path | None:
     """The newest exported GGUF: among ``<home>/models/*/gguf/`` the folder holding the most
-    recently written file; in it an F16 file if there is one, else its newest file."""
+    recently written file; in it an F16 file if there is one, else its newest file. Null controls
+    (``claude-rl control``) are left out: they are for evaluation, not for use."""
+    from claude_rl.export.source import is_control
+
     root = Path(home if home is not None else paths.home()) / "models"
-    files = [p for p in root.glob("*/gguf/*.gguf") if p.is_file()]
+    files = [p for p in root.glob("*/gguf/*.gguf") if p.is_file() and not is_control(p.parent.parent)]
     if not files:
         return None
     newest = max(files, key=lambda p: p.stat().st_mtime)

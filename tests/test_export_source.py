@@ -39,6 +39,15 @@ def test_latest_model_takes_the_highest_version_across_sft_and_ppo_runs(data_hom
     assert latest_model() == models / "llama-claude-bc-v10"  # CLAUDE_RL_HOME
 
 
+def test_latest_model_is_never_a_null_control(data_home):
+    models = data_home / "models"
+    _run(models, "llama-claude-ppo-v2")
+    control = _run(models, "llama-claude-ctrl-v5")
+    write_manifest(control, phase="control")
+    assert source.is_control(control) and not source.is_control(models / "llama-claude-ppo-v2")
+    assert latest_model(data_home) == models / "llama-claude-ppo-v2"
+
+
 def test_latest_model_breaks_ties_by_the_newest_manifest(data_home):
     models = data_home / "models"
     now = time.time()

@@ -266,6 +266,12 @@ def test_the_default_model_is_the_newest_export(tmp_path):
     now = time.time()
     os.utime(old / "model-F16.gguf", (now - 100, now - 100))
     assert latest_exported_gguf(home) == new / "model-F16.gguf"
+    # a null control exported later is not the default model
+    control = home / "models" / "llama-claude-ctrl-v1"
+    (control / "gguf").mkdir(parents=True)
+    (control / "gguf" / "llama-claude-ctrl-v1-F16.gguf").write_bytes(b"GGUF")
+    (control / "manifest.json").write_text(json.dumps({"name": control.name, "phase": "control"}))
+    assert latest_exported_gguf(home) == new / "model-F16.gguf"
     assert resolve_model(None, home) == new / "model-F16.gguf"
     assert resolve_model(old / "model-F16.gguf", home) == old / "model-F16.gguf"
     with pytest.raises(FileNotFoundError):

@@ -126,9 +126,18 @@ def merge_adapter(adapter_dir: Path, manifest: dict[str, Any], target: Path) -> 
     return target
 
 
+def is_control(folder: Path | str) -> bool:
+    """A null control (``claude-rl control``: manifest phase ``control``), never a "latest" model."""
+    try:
+        manifest = _read_manifest(Path(folder))
+    except ExportError:
+        return False
+    return bool(manifest) and manifest.get("phase") == "control"
+
+
 def latest_model(home: Path | str | None = None) -> Path:
-    """The newest finished run ``<home>/models/llama-claude-*-vN`` (SFT and PPO runs alike):
-    highest N, then the most recently written manifest."""
+    """The newest finished run ``<home>/models/llama-claude-*-vN`` (SFT and PPO runs alike; null
+    controls never): highest N, then the most recently written manifest."""
     from claude_rl import paths
 
     models = Path(home if home is not None else paths.home()) / "models"
@@ -136,7 +145,7 @@ def latest_model(home: Path | str | None = None) -> Path:
     if models.is_dir():
         for child in models.iterdir():
             m = _RUN_NAME.match(child.name)
-            if m and child.is_dir() and is_run_folder(child):
+            if m and child.is_dir() and is_run_folder(child) and not is_control(child):
                 manifest = child / MANIFEST
                 stamp = manifest.stat().st_mtime if manifest.is_file() else child.stat().st_mtime
                 found.append((int(m.group(1)), stamp, child))

@@ -5,7 +5,8 @@ Why: evaluation decodes greedily, and a small model's greedy paths sit on a knif
 CPU default's SFT model 18 of 29 held-out prompts end in a loop of identical calls, and almost any
 move of the weights sends some of them another way. Measured 2026-12-07 (README, RL phase): a
 random update of the size of a long RL run's scored +0.05 [+0.01, +0.10] held out on the
-behavioral reward, paired against the SFT model, beyond the 95 % interval, as the best RL runs did;
+behavioral reward, paired against the SFT model, beyond the 95 % interval, as the best RL runs did
+(one control of six; they ranged from −0.03 to +0.05, the twelve long runs from −0.02 to +0.07);
 the paired interval is over prompts and says nothing about how much a same-size random move
 changes the score. So an RL gain counts only where it beats controls like these (``claude-rl eval``
 pairs a model against the mean of the controls given with ``--controls``).
@@ -13,7 +14,7 @@ pairs a model against the mean of the controls given with ``--controls``).
 Kinds:
 
 - ``random``: in every weight matrix the run changed, a random rank-``rank`` update with the run's
-  per-matrix Frobenius norm, all scaled by one factor found by bisection so that the mean per-token
+  per-matrix Frobenius norm, all scaled by one factor (``match_scale``) so that the mean per-token
   KL(control ‖ SFT) over the assistant tokens of the run's training split matches the run's own.
   At equal norms a random direction moves the outputs far less (measured: the factor is 13-16).
 - ``negated``: the SFT model minus the run's update: the same matrices, size and structure, the
@@ -23,7 +24,8 @@ Output: ``<home>/models/llama-claude-ctrl-vN/`` (never overwritten) with ``merge
 weights, with the SFT folder's tokenizer and chat template) and ``manifest.json`` (phase
 ``control``: kind, seed, rank, scale, both KLs, the run and the SFT run it was made from, and the
 run's dataset, so the runtime cuts tool results as the run's model learned them). Export it with
-``export-gguf`` and evaluate it like any run. Written into ``.tmp-<name>/`` and renamed when done.
+``export-gguf`` and evaluate it like any run; it is never the "latest" model that ``export-gguf``,
+``eval`` or ``run`` pick by default. Written into ``.tmp-<name>/`` and renamed when done.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from claude_rl.train.sft import TrainError
 
 KINDS = ("random", "negated")
 NAME_PREFIX = "llama-claude-ctrl"
-KL_TOLERANCE = 0.02  # relative: bisection stops within 2 % of the run's KL
+KL_TOLERANCE = 0.02  # relative: the scale search stops within 2 % of the run's KL
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
