@@ -513,12 +513,8 @@ def summarize(
         }
     controls = list(controls)
     if controls:
-        missing = [c for c in controls if c not in models]
-        if missing:
-            raise EvalError(f"control {', '.join(missing)} is not one of the models ({', '.join(models)})")
         base = baseline or models[0]
-        if base in controls:
-            raise EvalError(f"the baseline {base!r} cannot also be a control")
+        _check_controls(controls, models, base)
         out["against_controls"] = {
             "controls": controls,
             "models": {
@@ -528,6 +524,14 @@ def summarize(
             },
         }
     return out
+
+
+def _check_controls(controls: list[str], models: list[str], baseline: str | None) -> None:
+    missing = [c for c in controls if c not in models]
+    if missing:
+        raise EvalError(f"control {', '.join(missing)} is not one of the models ({', '.join(models)})")
+    if baseline in controls:
+        raise EvalError(f"the baseline {baseline!r} cannot also be a control")
 
 
 def paired_against_controls(results: list[PromptResult], controls: list[str], model: str) -> dict[str, Any]:
@@ -1060,11 +1064,9 @@ def evaluate(
     if baseline is not None and baseline not in [*reused, *models]:
         raise EvalError(f"baseline {baseline!r} is not one of the models ({', '.join([*reused, *models])})")
     controls = list(controls)
-    strangers = [c for c in controls if c not in [*reused, *models]]
-    if strangers:
-        raise EvalError(
-            f"control {', '.join(strangers)} is not one of the models ({', '.join([*reused, *models])})"
-        )
+    names = [*reused, *models]
+    if controls:  # before any model runs
+        _check_controls(controls, names, baseline or names[0])
     if runner is None and models:
         from claude_rl.runtime import run_agent
 
@@ -1110,7 +1112,6 @@ def evaluate(
             (candidates_dir / f"{_slug(model_name)}.jsonl").write_text("".join(lines), encoding="utf-8")
             loaded.pop(model_name, None)  # a loaded GGUF is freed before the next model loads
             model = None
-    names = [*reused, *models]
     origins = Counter(r.origin for r in references)
     if origins.get("messages"):
         notes.append(f"{origins['messages']} reference episodes were rebuilt from the dataset rows' messages")

@@ -140,7 +140,8 @@ def schema_tokenizer(tokenizer: Any) -> Any:
 # Finding the SFT run and the prompts
 
 
-def _is_model(folder: Path) -> bool:
+def is_model_folder(folder: Path) -> bool:
+    """An HF model folder: config.json and safetensors weights (one file or an index)."""
     return (folder / "config.json").is_file() and (
         (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
     )
@@ -169,7 +170,7 @@ def find_sft_run(cfg: GRPORunConfig, home: Path) -> SFTRun:
         found = []
         for child in models.iterdir() if models.is_dir() else []:
             m = pattern.fullmatch(child.name)
-            if m and _is_model(child / "merged"):
+            if m and is_model_folder(child / "merged"):
                 found.append((int(m.group(1)), child))
         if not found:
             raise NoSFTModelError(
@@ -179,9 +180,9 @@ def find_sft_run(cfg: GRPORunConfig, home: Path) -> SFTRun:
         return SFTRun(folder, folder / "merged", _read_manifest(folder))
     given = Path(cfg.sft_model).expanduser()
     for candidate in (given, models / cfg.sft_model):
-        if _is_model(candidate / "merged"):
+        if is_model_folder(candidate / "merged"):
             return SFTRun(candidate, candidate / "merged", _read_manifest(candidate))
-        if _is_model(candidate):
+        if is_model_folder(candidate):
             parent = candidate.parent if candidate.name == "merged" else candidate
             return SFTRun(parent, candidate, _read_manifest(parent))
     raise NoSFTModelError(f"sft_model {cfg.sft_model}: no model folder there or under {models}: {hint}")
