@@ -768,16 +768,106 @@ def control_cmd(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     for c in made:
-        what = f"seed {c.seed}" if c.kind == "random" else "negated"
+        what = f"seed {c.seed}" if c.kind == "random" else "the run's update reversed"
         console.print(
             f"Wrote {c.folder} ({c.kind}, {what}: scale {c.scale:.3f}, "
             f"KL {c.kl:.5f}; the run's {c.run_kl:.5f})"
         )
     names = ",".join(c.folder.name for c in made)
+    nulls = ",".join(c.folder.name for c in made if c.kind == "random")  # a negated one is no null
     console.print(
         f"next: claude-rl eval --models {run},{names} --reuse <the SFT model's report> "
-        f"--baseline <the SFT run> --controls {names}"
+        f"--baseline <the SFT run>" + (f" --controls {nulls}" if nulls else "")
     )
+    console.print(f"  and (teacher-forced, minutes): claude-rl probe {run} --controls {names}")
+
+
+@app.command("probe")
+def probe_cmd(
+    run: Annotated[str, typer.Argument(help="The RL run (name under <home>/models, or its folder).")],
+    controls: Annotated[
+        str,
+        typer.Option("--controls", help="Comma-separated null controls of the run (claude-rl control)."),
+    ] = "",
+    other_runs: Annotated[
+        str,
+        typer.Option(
+            "--other-runs",
+            help="Comma-separated RL runs from the same start model: their scored rollouts on prompts "
+            "this run never trained on are scored too (does the update generalize?).",
+        ),
+    ] = "",
+    split: Annotated[
+        str, typer.Option("--split", help="Dataset split whose recorded workflows are scored.")
+    ] = "test",
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Cut each sequence at this many tokens.")
+    ] = 2048,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the JSON (default: <run>/probe.json).")
+    ] = None,
+) -> None:
+    """Teacher-forced check of what an RL run's update did, beside its null controls, without
+    decoding: did the rollouts that beat their group become likelier than those that did not (on
+    the run's own rollouts.jsonl, and with --other-runs on other runs' rollouts of prompts this run
+    never saw), and how much less likely did the held-out recorded workflows become (negative
+    log-likelihood per assistant token, against the model the run started from)."""
+    from claude_rl.train.control import ControlError
+    from claude_rl.train.probe import PROBE_FILE, probe, write
+
+    names = [c.strip() for c in controls.split(",") if c.strip()]
+    try:
+        result = probe(
+            run,
+            names,
+            other_runs=[o.strip() for o in other_runs.split(",") if o.strip()],
+            split=split,
+            max_tokens=max_tokens,
+            progress=lambda name: err.print(f"scoring {name} ..."),
+        )
+    except ControlError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    path = write(result, out or Path(result["run_folder"]) / PROBE_FILE)
+    _print_probe(result)
+    console.print(f"Wrote {path}")
+
+
+def _print_probe(result: dict[str, Any]) -> None:
+    def ci(stat: dict[str, Any], digits: int = 4) -> str:
+        if stat.get("mean") is None:
+            return "–"
+        return f"{stat['mean']:+.{digits}f} [{stat['lo']:+.{digits}f}, {stat['hi']:+.{digits}f}]"
+
+    others = (
+        f"; {result['unseen_rollouts']} rollouts of {result['unseen_prompts']} unseen prompts from "
+        + ", ".join(result["other_runs"])
+        if result["other_runs"]
+        else ""
+    )
+    console.print(
+        f"{result['run']}: {result['rollouts']} scored rollouts{others}; {result['rows']} {result['split']} "
+        f"rows, start model NLL {result['start_nll_per_token']:.3f} per assistant token"
+    )
+    for name, m in result["models"].items():
+        parts = []
+        for key, label in (
+            ("reward_alignment", "reward alignment"),
+            ("unseen_alignment", "on unseen prompts"),
+        ):
+            if key in m:
+                a = m[key]
+                r = "" if a["pearson"] is None else f" (r {a['pearson']:+.2f})"
+                parts.append(f"{label} {ci(a['covariance'], 5)}{r}")
+        parts.append(f"{result['split']} NLL change {ci(m['heldout_nll_change'])} per token")
+        console.print(f"  {name} ({m['role']}): " + "; ".join(parts))
+    if "against_controls" in result:
+        ac = result["against_controls"]
+        unseen = f"; on unseen prompts {ci(ac['unseen_alignment'], 5)}" if "unseen_alignment" in ac else ""
+        console.print(
+            f"  run − controls' mean: reward alignment {ci(ac['reward_alignment'], 5)}{unseen}; "
+            f"{result['split']} NLL change {ci(ac['heldout_nll_change'])} per token"
+        )
 
 
 @app.command("export-gguf")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import re
 import tempfile
 import time
@@ -46,7 +45,7 @@ from typing import Any
 
 from claude_rl import paths, scoring
 from claude_rl.schema import Episode, Provenance, ToolCall
-from claude_rl.scoring import episode_from_messages
+from claude_rl.scoring import BOOTSTRAP_SAMPLES, CONFIDENCE, SEED, episode_from_messages, mean_ci
 
 REPORT_VERSION = 1
 REWARD = "behavioral_reward"  # the RL phase's reward of the run (claude_rl.train.reward)
@@ -85,9 +84,6 @@ SHORT = {
     "schema_read_before_query": "schema",
     REWARD: "reward",
 }
-BOOTSTRAP_SAMPLES = 1000
-SEED = 0
-CONFIDENCE = 0.95
 TOOL_USE_ERROR = "<tool_use_error>"
 
 Runner = Callable[..., Any]  # run_agent(prompt, model, workspace, config, *, session_id=...) -> AgentRun
@@ -438,25 +434,6 @@ def run_prompt(
 
 # =============================================================================================
 # Aggregation
-
-
-def mean_ci(
-    values: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = SEED, confidence: float = CONFIDENCE
-) -> dict[str, Any]:
-    """Mean and percentile-bootstrap interval (fixed seed): ``{"mean", "lo", "hi", "n"}``; the mean
-    is None without values, and the interval is the mean itself with one value."""
-    n = len(values)
-    if n == 0:
-        return {"mean": None, "lo": None, "hi": None, "n": 0}
-    mean = sum(values) / n
-    if n == 1 or min(values) == max(values):
-        return {"mean": mean, "lo": mean, "hi": mean, "n": n}
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(samples))
-    tail = (1 - confidence) / 2
-    lo = means[max(0, int(tail * samples))]
-    hi = means[min(samples - 1, int((1 - tail) * samples) - 1)]
-    return {"mean": mean, "lo": min(lo, mean), "hi": max(hi, mean), "n": n}
 
 
 def _metric_block(results: list[PromptResult]) -> dict[str, Any]:

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -72,6 +73,10 @@ from claude_rl.schema import Episode, Provenance, Step, ToolCall, normalize_tool
 
 Scorer = Callable[[Episode, Episode], float | None]
 TextSimilarity = Callable[[str, str], float]
+
+BOOTSTRAP_SAMPLES = 1000  # intervals: percentile bootstrap, fixed seed (reports reproduce)
+SEED = 0
+CONFIDENCE = 0.95
 
 # Where the workspace appears in recorded paths (``claude_rl.tools.runtime.VIRTUAL_ROOT``).
 VIRTUAL_ROOTS = ("/workspace/command-center",)
@@ -922,3 +927,22 @@ def episode_from_messages(
         provenance=Provenance(session_id=session_id, sources=["dataset"]),
         meta=labels,
     )
+
+
+def mean_ci(
+    values: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = SEED, confidence: float = CONFIDENCE
+) -> dict[str, Any]:
+    """Mean and percentile-bootstrap interval (fixed seed): ``{"mean", "lo", "hi", "n"}``; the mean
+    is None without values, and the interval is the mean itself with one value."""
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    mean = sum(values) / n
+    if n == 1 or min(values) == max(values):
+        return {"mean": mean, "lo": mean, "hi": mean, "n": n}
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(samples))
+    tail = (1 - confidence) / 2
+    lo = means[max(0, int(tail * samples))]
+    hi = means[min(samples - 1, int((1 - tail) * samples) - 1)]
+    return {"mean": mean, "lo": min(lo, mean), "hi": max(hi, mean), "n": n}

@@ -178,10 +178,14 @@ def test_cli_makes_a_control_and_says_how_to_evaluate_it(home, made, monkeypatch
     from claude_rl.cli import app
 
     monkeypatch.setenv("CLAUDE_RL_HOME", str(home))
-    result = CliRunner().invoke(app, ["control", "llama-claude-ppo-v1", "--seeds", "7", "--rank", "1"])
+    result = CliRunner().invoke(
+        app, ["control", "llama-claude-ppo-v1", "--kinds", "random,negated", "--seeds", "7", "--rank", "1"]
+    )
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())  # rich wraps long lines
-    assert "Wrote" in said and "--controls llama-claude-ctrl-v4" in said
+    # eval averages the random control only; probe takes both (it sets the negated one apart)
+    assert "Wrote" in said and "--controls llama-claude-ctrl-v4 and" in said
+    assert "claude-rl probe llama-claude-ppo-v1 --controls llama-claude-ctrl-v4,llama-claude-ctrl-v5" in said
     m = json.loads((home / "models" / "llama-claude-ctrl-v4" / "manifest.json").read_text())
     assert (m["control"]["seed"], m["control"]["rank"]) == (7, 1)
     bad = CliRunner().invoke(app, ["control", "llama-claude-ppo-v1", "--seeds", "x"])
