@@ -18,7 +18,7 @@ from test_export_fixtures import small_tokenizer, tiny_llama  # noqa: E402
 
 from claude_rl.export import prompts  # noqa: E402
 from claude_rl.export.source import is_run_folder  # noqa: E402
-from claude_rl.train import control  # noqa: E402
+from claude_rl.train import control, grpo  # noqa: E402
 
 CHANGED = ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight")
 
@@ -112,7 +112,7 @@ def test_controls_are_numbered_run_folders_the_export_takes(home, made):
 def test_random_controls_move_the_same_matrices_at_low_rank_to_the_runs_kl(home, made):
     sft = _weights(home / "models" / "sft")
     run = _weights(home / "models" / "llama-claude-ppo-v1" / "merged")
-    tok = control._tokenizer(home / "models" / "sft")
+    tok = grpo.chat_tokenizer(home / "models" / "sft")
     sequences = control.calibration_sequences(tok, home / "datasets" / "tiny", 14, 1024)
     run_kl = _kl(home / "models" / "llama-claude-ppo-v1" / "merged", home / "models" / "sft", sequences)
     deltas = []

@@ -18,7 +18,7 @@ from test_export_fixtures import small_tokenizer, tiny_llama  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from claude_rl.chat_format import assistant_mask  # noqa: E402
-from claude_rl.train import control, probe  # noqa: E402
+from claude_rl.train import control, grpo, probe  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "You are a coding agent."}
 PROMPTS = {
@@ -198,7 +198,7 @@ def test_against_controls_is_the_run_less_the_random_controls_mean(result):
 def test_heldout_nll_change_recomputed_from_fresh_loads(home, result):
     from transformers import AutoModelForCausalLM
 
-    tok = control._tokenizer(home / "models" / "sft")
+    tok = grpo.chat_tokenizer(home / "models" / "sft")
     rows = [json.loads(x) for x in (home / "datasets" / "tiny" / "test.jsonl").read_text().splitlines()]
     a = AutoModelForCausalLM.from_pretrained(str(home / "models" / "llama-claude-ppo-v1" / "merged")).eval()
     b = AutoModelForCausalLM.from_pretrained(str(home / "models" / "sft")).eval()

@@ -41,7 +41,7 @@ from typing import Any
 from claude_rl import paths
 from claude_rl.chat_format import assistant_mask
 from claude_rl.train.config import next_free_name
-from claude_rl.train.grpo import is_model_folder
+from claude_rl.train.grpo import chat_tokenizer, is_model_folder
 from claude_rl.train.sft import TrainError
 
 KINDS = ("random", "negated")
@@ -136,16 +136,6 @@ def random_update(update: dict[str, Any], seed: int, rank: int) -> dict[str, Any
         m = torch.randn(d.shape[0], r, generator=gen) @ torch.randn(r, d.shape[1], generator=gen)
         out[name] = m * (d.norm() / m.norm())
     return out
-
-
-def _tokenizer(folder: Path) -> Any:
-    """The folder's tokenizer with the project's chat template (its assistant-token mask)."""
-    from transformers import AutoTokenizer
-
-    from claude_rl.chat_format import apply_to_tokenizer, format_for
-
-    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    return apply_to_tokenizer(tok, format_for(tok))
 
 
 def calibration_sequences(
@@ -323,7 +313,7 @@ def make_controls(
     update = weight_update(read_weights(found.merged), read_weights(found.sft_merged))
     if not update:
         raise ControlError(f"{found.run}: its weights equal the SFT model's: there is nothing to match")
-    tok = _tokenizer(found.sft_merged)
+    tok = chat_tokenizer(found.sft_merged)
     model = AutoModelForCausalLM.from_pretrained(
         str(found.sft_merged), dtype=torch.float32, local_files_only=True
     )

@@ -69,6 +69,7 @@ __all__ = [
     "GRPORunConfig",
     "NoSFTModelError",
     "PromptRow",
+    "chat_tokenizer",
     "load_grpo_config",
     "load_prompts",
     "main",
@@ -424,7 +425,8 @@ def main(cfg: GRPORunConfig, home: Path | None = None) -> Path:
     return final
 
 
-def _load_tokenizer(folder: Path) -> Any:
+def chat_tokenizer(folder: Path) -> Any:
+    """The folder's tokenizer with the project's chat template (its assistant-token mask)."""
     from transformers import AutoTokenizer
 
     from claude_rl.chat_format import apply_to_tokenizer, format_for
@@ -603,7 +605,7 @@ def _train(
     from claude_rl.train.reward import use_outcome_similarity
 
     transformers.set_seed(cfg.seed)
-    tok = _load_tokenizer(run.merged)
+    tok = chat_tokenizer(run.merged)
     dtype = (
         torch.float32
         if cpu and cfg.precision in ("auto", "fp32")
@@ -631,7 +633,7 @@ def _train(
         "workspace": workspace,
         "policy": SandboxPolicy(timeout_s=cfg.tool_timeout_s),
         "max_tool_tokens": max_tool_tokens,
-        "tokenizer": _load_tokenizer(run.merged),
+        "tokenizer": chat_tokenizer(run.merged),
         "scratch_dir": tmp / "scratch",
     }
     log = RewardLog(rollouts_path=tmp / ROLLOUTS)
@@ -652,7 +654,7 @@ def _train(
     trained.save_pretrained(str(tmp / "adapter"))
     merged = trained.merge_and_unload()
     merged.save_pretrained(str(tmp / "merged"), safe_serialization=True)
-    _load_tokenizer(run.merged).save_pretrained(str(tmp / "merged"))
+    chat_tokenizer(run.merged).save_pretrained(str(tmp / "merged"))
 
     metrics = _metrics(trainer.state.log_history, runtime, log, trainer.state.global_step)
     metrics["outcome_similarity"] = outcome

@@ -42,8 +42,8 @@ from typing import Any
 from claude_rl import paths
 from claude_rl.chat_format import assistant_mask
 from claude_rl.scoring import mean_ci
-from claude_rl.train.control import ControlError, _tokenizer, find_run, read_weights
-from claude_rl.train.grpo import ROLLOUTS, load_prompts
+from claude_rl.train.control import ControlError, find_run, read_weights
+from claude_rl.train.grpo import ROLLOUTS, chat_tokenizer, load_prompts
 
 PROBE_FILE = "probe.json"
 
@@ -163,7 +163,7 @@ def per_token_change(moved: Sequence[tuple[float, int]], start: Sequence[tuple[f
 def reward_alignment(changes: Sequence[float], rollouts: Sequence[Rollout]) -> dict[str, Any]:
     """Per group, the mean of Δ·A; their mean over groups with a bootstrap interval; the Pearson
     correlation of Δ and A over all rollouts; Δ's mean over rollouts above and below their group."""
-    groups: dict[tuple[int, int], list[float]] = {}
+    groups: dict[tuple[str, int, int], list[float]] = {}
     for d, r in zip(changes, rollouts, strict=True):
         groups.setdefault(r.group, []).append(d * r.advantage)
     per_group = [sum(v) / len(v) for v in groups.values()]
@@ -224,7 +224,7 @@ def probe(
     named = [(f.run.name, f.merged) for f in given]
     # a negated control is the run's update reversed: reported, but not a null to average
     nulls = [f.run.name for f in given if _control_kind(f.manifest) != "negated"]
-    tok = _tokenizer(found.sft_merged)
+    tok = chat_tokenizer(found.sft_merged)
     rows = reference_rows(tok, found.dataset, split, max_tokens)
     own = run_rollouts(tok, found.run, found.dataset, max_tokens)
     seen = {r.reference for r in own}
