@@ -779,7 +779,7 @@ def control_cmd(
         f"next: claude-rl eval --models {run},{names} --reuse <the SFT model's report> "
         f"--baseline <the SFT run>" + (f" --controls {nulls}" if nulls else "")
     )
-    console.print(f"  and (teacher-forced, minutes): claude-rl probe {run} --controls {names}")
+    console.print(f"  and (teacher-forced, no decoding): claude-rl probe {run} --controls {names}")
 
 
 @app.command("probe")
@@ -787,7 +787,11 @@ def probe_cmd(
     run: Annotated[str, typer.Argument(help="The RL run (name under <home>/models, or its folder).")],
     controls: Annotated[
         str,
-        typer.Option("--controls", help="Comma-separated null controls of the run (claude-rl control)."),
+        typer.Option(
+            "--controls",
+            help="Comma-separated controls of the run (claude-rl control): random ones are averaged "
+            "into the null, a negated one is reported beside them.",
+        ),
     ] = "",
     other_runs: Annotated[
         str,
