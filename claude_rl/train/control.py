@@ -138,6 +138,17 @@ def random_update(update: dict[str, Any], seed: int, rank: int) -> dict[str, Any
     return out
 
 
+def encode(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: Any, max_tokens: int
+) -> tuple[list[int], list[int]]:
+    """Token ids of a conversation and its assistant-token mask (what the loss trains on), cut at
+    ``max_tokens``; ``tools`` as a dataset row holds them (a list, or its JSON)."""
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    ids = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=True, return_dict=True)
+    mask = assistant_mask(tokenizer, messages, tools or None)
+    return list(ids["input_ids"])[:max_tokens], list(mask)[:max_tokens]
+
+
 def calibration_sequences(
     tokenizer: Any, dataset: Path, count: int, max_tokens: int
 ) -> list[tuple[list[int], list[int]]]:
@@ -149,16 +160,7 @@ def calibration_sequences(
     if not rows:
         raise ControlError(f"{dataset / 'train.jsonl'} is empty")
     step = max(1, len(rows) // max(1, count))
-    out = []
-    for row in rows[::step][:count]:
-        tools = row.get("tools")
-        tools = json.loads(tools) if isinstance(tools, str) else tools
-        ids = tokenizer.apply_chat_template(
-            row["messages"], tools=tools or None, tokenize=True, return_dict=True
-        )
-        mask = assistant_mask(tokenizer, row["messages"], tools or None)
-        ids = list(ids["input_ids"])[:max_tokens]
-        out.append((ids, list(mask)[:max_tokens]))
+    out = [encode(tokenizer, row["messages"], row.get("tools"), max_tokens) for row in rows[::step][:count]]
     if not any(any(m[1:]) for _, m in out):
         raise ControlError(f"{dataset}: the sampled rows hold no assistant tokens to measure the KL on")
     return out
@@ -363,6 +365,7 @@ __all__ = [
     "ControlError",
     "KLProbe",
     "calibration_sequences",
+    "encode",
     "find_run",
     "make_controls",
     "match_scale",

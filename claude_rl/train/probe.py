@@ -34,15 +34,15 @@ tokenizer would not make is scored as the tokenizer makes it.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from claude_rl import paths
-from claude_rl.chat_format import assistant_mask
 from claude_rl.scoring import mean_ci
-from claude_rl.train.control import ControlError, find_run, read_weights
+from claude_rl.train.control import ControlError, encode, find_run, read_weights
 from claude_rl.train.grpo import ROLLOUTS, chat_tokenizer, load_prompts
 
 PROBE_FILE = "probe.json"
@@ -65,10 +65,7 @@ class Rollout:
 
 
 def _encode(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, max_tokens: int) -> Scored:
-    tools = json.loads(tools) if isinstance(tools, str) else tools
-    out = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=True, return_dict=True)
-    mask = assistant_mask(tokenizer, messages, tools or None)
-    return Scored(list(out["input_ids"])[:max_tokens], list(mask)[:max_tokens])
+    return Scored(*encode(tokenizer, messages, tools, max_tokens))
 
 
 def reference_rows(tokenizer: Any, dataset: Path, split: str, max_tokens: int) -> list[Scored]:
@@ -182,15 +179,10 @@ def reward_alignment(changes: Sequence[float], rollouts: Sequence[Rollout]) -> d
 
 
 def _pearson(x: list[float], y: list[float]) -> float | None:
-    n = len(x)
-    if n < 2:
+    try:
+        return statistics.correlation(x, y)
+    except statistics.StatisticsError:  # fewer than two points, or one side constant
         return None
-    mx, my = sum(x) / n, sum(y) / n
-    sx = sum((a - mx) ** 2 for a in x) ** 0.5
-    sy = sum((b - my) ** 2 for b in y) ** 0.5
-    if sx == 0 or sy == 0:
-        return None
-    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / (sx * sy)
 
 
 def _control_kind(manifest: dict[str, Any]) -> str | None:
@@ -281,7 +273,7 @@ def probe(
         ctrl = [row_changes[n] for n in nulls]
         mine = row_changes[found.run.name]
         result["against_controls"] = {
-            "heldout_nll_change": mean_ci([m - sum(c) / len(c) for m, *c in zip(mine, *ctrl, strict=True)]),
+            "heldout_nll_change": _less_mean(mine, ctrl),
             "reward_alignment": _alignment_against(models, "reward_alignment", found.run.name, nulls),
         }
         if unseen:
@@ -291,11 +283,14 @@ def probe(
     return result
 
 
+def _less_mean(mine: Sequence[float], theirs: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """Each of ``mine`` less the mean of the controls' values at the same place (paired)."""
+    return mean_ci([m - sum(c) / len(c) for m, *c in zip(mine, *theirs, strict=True)])
+
+
 def _alignment_against(models: dict[str, Any], key: str, run: str, controls: list[str]) -> dict[str, Any]:
     """The run's per-group Δ·A less the controls' mean, paired by group."""
-    mine = models[run][key]["per_group"]
-    theirs = [models[c][key]["per_group"] for c in controls]
-    return mean_ci([m - sum(c) / len(c) for m, *c in zip(mine, *theirs, strict=True)])
+    return _less_mean(models[run][key]["per_group"], [models[c][key]["per_group"] for c in controls])
 
 
 def write(result: dict[str, Any], out: Path) -> Path:
