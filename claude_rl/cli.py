@@ -879,8 +879,8 @@ def export_gguf_cmd(
     model: Annotated[
         Path | None,
         typer.Argument(
-            help="A run folder (data/models/llama-claude-bc-vN), its merged/ folder or an HF Llama "
-            "folder; default: the newest llama-claude-*-vN run."
+            help="A run folder (data/models/llama-claude-bc-vN) or its name (llama-claude-bc-vN), "
+            "its merged/ folder or an HF Llama folder; default: the newest llama-claude-*-vN run."
         ),
     ] = None,
     quant: Annotated[

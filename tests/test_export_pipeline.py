@@ -15,7 +15,7 @@ from test_export_fixtures import (
 )
 
 from claude_rl.chat_format import FORMATS, strip_generation_markers
-from claude_rl.export import ExportParityError, export_gguf, summary_lines
+from claude_rl.export import ExportError, ExportParityError, export_gguf, summary_lines
 
 pytest.importorskip("llama_cpp", reason="the export runs the GGUF with llama-cpp-python")
 
@@ -155,6 +155,17 @@ def test_a_run_with_only_an_adapter_is_merged_before_conversion(tiny, tmp_path, 
     report = result.report
     assert report["source"]["merged_from_adapter"] and report["parity"]["passed"]
     assert sorted(p.name for p in run.iterdir()) == ["adapter", "gguf", "manifest.json"]  # scratch removed
+
+
+def test_a_run_is_found_by_its_name_under_the_home(tiny, data_home):
+    # eval, control and probe take run names; export-gguf takes them too
+    run = data_home / "models" / "llama-claude-ppo-v2"
+    add_lora_adapter(tiny, run / "adapter")
+    write_manifest(run, base_model=str(tiny), base_model_folder=str(tiny))
+    result = export_gguf("llama-claude-ppo-v2", quants=(), pre_tokenizer=SMALL_PRE_TOKENIZER)
+    assert result.out_dir == run / "gguf" and result.gguf.name == "llama-claude-ppo-v2.gguf"
+    with pytest.raises(ExportError, match="llama-claude-ppo-v3: no such model folder"):
+        export_gguf("llama-claude-ppo-v3", quants=())
 
 
 def test_without_parity_checks_the_report_says_so(tiny, tmp_path):

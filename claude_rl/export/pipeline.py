@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from claude_rl import paths
 from claude_rl.export import convert, modelfile, quantize, source, tokenizer_meta
 from claude_rl.export.errors import ExportError, ExportParityError
 
@@ -103,10 +104,10 @@ def export_gguf(
     _chat_template: str | None = None,
     _permute_qk: bool = True,
 ) -> ExportResult:
-    """Convert ``model`` (a run folder, a run's ``merged/``, or an HF Llama folder; default: the
-    newest ``llama-claude-*-vN`` run under ``home``) to GGUF in ``out_dir`` (default
-    ``<run>/gguf/``): the ``outtype`` file (f16, bf16 or f32), one file per quantization in
-    ``quants``, an Ollama ``Modelfile`` and ``export.json``.
+    """Convert ``model`` (a run folder or a run's name under ``<home>/models``, a run's ``merged/``,
+    or an HF Llama folder; default: the newest ``llama-claude-*-vN`` run under ``home``) to GGUF in
+    ``out_dir`` (default ``<run>/gguf/``): the ``outtype`` file (f16, bf16 or f32), one file per
+    quantization in ``quants``, an Ollama ``Modelfile`` and ``export.json``.
 
     With ``check_parity`` (the default) the files are compared with transformers on fixed prompts
     (``claude_rl.export.parity``); a file that fails raises ``ExportParityError`` with the numbers
@@ -119,6 +120,10 @@ def export_gguf(
     if outtype not in convert.OUTTYPES:
         raise ExportError(f"unknown outtype {outtype!r}: choose one of {', '.join(convert.OUTTYPES)}")
     model_path = Path(model).expanduser() if model is not None else source.latest_model(home)
+    if not model_path.is_dir() and model_path.name == str(model):
+        # A bare run name (llama-claude-ppo-v4), as eval, control and probe take it.
+        named = Path(home if home is not None else paths.home()) / "models" / model_path.name
+        model_path = named if named.is_dir() else model_path
     if not model_path.is_dir():
         raise ExportError(f"{model_path}: no such model folder")
     out = Path(out_dir).expanduser() if out_dir is not None else _default_out_dir(model_path)
