@@ -47,7 +47,7 @@ def default_gguf() -> Path:
 
 def base_dir(name: str = DEFAULT_MODEL, home: Path | str | None = None) -> Path:
     """``<home>/models/base/<name>/``: a base model's local files."""
-    return Path(home if home is not None else paths.home()) / "models" / "base" / name
+    return paths.models_dir(home) / "base" / name
 
 
 def _has_tokenizer(folder: Path) -> bool:

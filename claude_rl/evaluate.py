@@ -1163,11 +1163,11 @@ def resolve_models(spec: str, home: Path | None = None, quant: str | None = None
             folder = Path(materialize(base_name, home))
             out.append(ModelSpec("base", _exported(folder, home, quant)))
             continue
-        folder = latest_model(home) if item == "latest" else Path(item).expanduser()
-        if not folder.is_dir():
-            folder = home / "models" / item
-        if not folder.is_dir():
-            raise EvalError(f"{item}: not a run name under {home / 'models'}, a folder or a .gguf file")
+        found = [latest_model(home)] if item == "latest" else paths.run_candidates(item, home)
+        folder = next((c for c in found if c.is_dir()), None)
+        if folder is None:
+            models = paths.models_dir(home)
+            raise EvalError(f"{item}: not a run name under {models}, a folder or a .gguf file")
         out.append(ModelSpec(folder.name, _exported(folder, home, quant), folder))
     if not out:
         raise EvalError("no models named")

@@ -32,6 +32,7 @@ TRACES = "traces"  # raw hook events, one JSONL file per session
 TRANSCRIPTS = "transcripts"  # redacted copies of Claude Code session transcripts
 CAPTURE_STATE = "capture"  # errors log, the on/off switch
 CONFIG = "config.json"  # user configuration (JSON, so the stdlib-only hooks can read it)
+MODELS = "models"  # trained runs (llama-claude-*-vN), null controls, base models under base/
 
 
 def __getattr__(name: str) -> Path:
@@ -117,6 +118,23 @@ def capture_state_dir(root: Path | str | None = None) -> Path:
 
 def config_file(root: Path | str | None = None) -> Path:
     return _under(root, CONFIG)
+
+
+def models_dir(root: Path | str | None = None) -> Path:
+    return _under(root, MODELS)
+
+
+def run_candidates(run: Path | str, root: Path | str | None = None) -> list[Path]:
+    """Where the model or run ``run`` names may be, in the order to look: the path as given, then,
+    for a relative one (``llama-claude-ppo-v4``, ``llama-claude-bc-v1/merged``), the same under
+    ``<home>/models``. Every command that takes a run by name (train's sft_model, export-gguf, eval,
+    control, probe) looks through this list, so a name means the same folder to all of them."""
+    from pathlib import Path
+
+    given = Path(run).expanduser()
+    if given.is_absolute():
+        return [given]
+    return [given, models_dir(root) / given]
 
 
 def pin_file() -> Path:

@@ -669,7 +669,7 @@ def latest_exported_gguf(home: Path | str | None = None) -> Path | None:
     (``claude-rl control``) are left out: they are for evaluation, not for use."""
     from claude_rl.export.source import is_control
 
-    root = Path(home if home is not None else paths.home()) / "models"
+    root = paths.models_dir(home)
     files = [p for p in root.glob("*/gguf/*.gguf") if p.is_file() and not is_control(p.parent.parent)]
     if not files:
         return None

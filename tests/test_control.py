@@ -107,6 +107,7 @@ def test_controls_are_numbered_run_folders_the_export_takes(home, made):
         # the runtime cuts tool results as the run's model learned them: the run's dataset is carried
         assert m["dataset"]["max_tool_tokens"] == 64
         assert m["control"]["kl"] == pytest.approx(c.kl) and m["control"]["run_kl"] == pytest.approx(c.run_kl)
+        assert m["control"]["dtype"] == "float32"  # the run's precision
 
 
 def test_random_controls_move_the_same_matrices_at_low_rank_to_the_runs_kl(home, made):
@@ -190,6 +191,33 @@ def test_cli_makes_a_control_and_says_how_to_evaluate_it(home, made, monkeypatch
     assert (m["control"]["seed"], m["control"]["rank"]) == (7, 1)
     bad = CliRunner().invoke(app, ["control", "llama-claude-ppo-v1", "--seeds", "x"])
     assert bad.exit_code == 2 and "comma-separated integers" in bad.output
+
+
+def test_a_bf16_run_gets_bf16_controls(home, tmp_path):
+    """An 8B run merged in bf16 gets controls in bf16 (not float32, twice the disk), rounded as the
+    run's own weights were."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    source = home / "models" / "llama-claude-ppo-v1"
+    run, sft_folder = tmp_path / "models" / source.name, tmp_path / "models" / "sft"
+    for src, dst in ((source / "merged", run / "merged"), (home / "models" / "sft", sft_folder)):
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model*.safetensors*"))
+        AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.bfloat16).save_pretrained(str(dst))
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["base_model_folder"] = manifest["sft_run"]["folder"] = str(sft_folder)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    (neg,) = control.make_controls(run.name, kinds=["negated"], home=tmp_path)
+    with safe_open(str(neg.folder / "merged" / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    assert json.loads((neg.folder / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert json.loads((neg.folder / "manifest.json").read_text())["control"]["dtype"] == "bfloat16"
+    sft, moved = _weights(sft_folder), _weights(run / "merged")
+    written = control.read_weights(neg.folder / "merged")
+    for name in CHANGED:  # SFT − (run − SFT), then rounded once to bf16
+        assert torch.equal(written[name], (sft[name] - (moved[name] - sft[name])).to(torch.bfloat16))
+    untouched = "model.layers.0.mlp.down_proj.weight"
+    assert torch.equal(written[untouched], sft[untouched].to(torch.bfloat16))
 
 
 @pytest.mark.parametrize(

@@ -191,6 +191,9 @@ def test_latest_sft_run_and_its_dataset(data_home, tmp_path):
         load_grpo_config(None, [f"sft_model={models / 'llama-claude-bc-v2' / 'merged'}"]), data_home
     )
     assert named.folder.name == "llama-claude-bc-v2"
+    for spec in ("llama-claude-bc-v1", "llama-claude-bc-v1/merged"):  # names under <home>/models
+        by_name = grpo.find_sft_run(load_grpo_config(None, [f"sft_model={spec}"]), data_home)
+        assert by_name.folder == models / "llama-claude-bc-v1" and by_name.merged == by_name.folder / "merged"
     with pytest.raises(grpo.GRPOError, match="names no dataset"):
         grpo.dataset_folder(load_grpo_config(), run)
     (run.folder / "manifest.json").write_text(json.dumps({"dataset": {"folder": str(tmp_path / "ds")}}))

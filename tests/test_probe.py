@@ -244,6 +244,10 @@ def test_refuses_a_run_without_rollouts_a_foreign_control_and_an_unmoved_model(h
         (other / "manifest.json").write_text(json.dumps(m))
         with pytest.raises(control.ControlError, match="nothing to probe"):
             probe.probe("llama-claude-ppo-v1", [other.name], home=home)
+        for block in ("random", {"kind": "shuffled"}, None):  # not a control `claude-rl control` made
+            (other / "manifest.json").write_text(json.dumps({**m, "control": block}))
+            with pytest.raises(control.ControlError, match="not a null control"):
+                probe.probe("llama-claude-ppo-v1", [other.name], home=home)
     finally:
         shutil.rmtree(other)
 

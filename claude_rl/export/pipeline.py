@@ -119,11 +119,13 @@ def export_gguf(
     quant_names = quantize.normalize_quants(quants)
     if outtype not in convert.OUTTYPES:
         raise ExportError(f"unknown outtype {outtype!r}: choose one of {', '.join(convert.OUTTYPES)}")
-    model_path = Path(model).expanduser() if model is not None else source.latest_model(home)
-    if not model_path.is_dir() and model_path.name == str(model):
-        # A bare run name (llama-claude-ppo-v4), as eval, control and probe take it.
-        named = Path(home if home is not None else paths.home()) / "models" / model_path.name
-        model_path = named if named.is_dir() else model_path
+    if model is None:
+        model_path = source.latest_model(home)
+    else:  # a folder, or a run's name under <home>/models as eval, control and probe take it
+        found = paths.run_candidates(model, home)
+        model_path = next((c for c in found if c.is_dir()), found[0])
+        if not model_path.is_dir() and len(found) > 1:
+            raise ExportError(f"{model}: no such model folder here or under {paths.models_dir(home)}")
     if not model_path.is_dir():
         raise ExportError(f"{model_path}: no such model folder")
     out = Path(out_dir).expanduser() if out_dir is not None else _default_out_dir(model_path)

@@ -140,7 +140,7 @@ def latest_model(home: Path | str | None = None) -> Path:
     controls never): highest N, then the most recently written manifest."""
     from claude_rl import paths
 
-    models = Path(home if home is not None else paths.home()) / "models"
+    models = paths.models_dir(home)
     found: list[tuple[int, float, Path]] = []
     if models.is_dir():
         for child in models.iterdir():

@@ -21,11 +21,12 @@ Kinds:
   opposite direction; its KL is the run's to second order (measured within 3 %).
 
 Output: ``<home>/models/llama-claude-ctrl-vN/`` (never overwritten) with ``merged/`` (the moved
-weights, with the SFT folder's tokenizer and chat template) and ``manifest.json`` (phase
-``control``: kind, seed, rank, scale, both KLs, the run and the SFT run it was made from, and the
-run's dataset, so the runtime cuts tool results as the run's model learned them). Export it with
-``export-gguf`` and evaluate it like any run; it is never the "latest" model that ``export-gguf``,
-``eval`` or ``run`` pick by default. Written into ``.tmp-<name>/`` and renamed when done.
+weights, moved in float32 and written at the run's precision, with the SFT folder's tokenizer and
+chat template) and ``manifest.json`` (phase ``control``: kind, seed, rank, scale, both KLs, the
+precision, the run and the SFT run it was made from, and the run's dataset, so the runtime cuts
+tool results as the run's model learned them). Export it with ``export-gguf`` and evaluate it like
+any run; it is never the "latest" model that ``export-gguf``, ``eval`` or ``run`` pick by default.
+Written into ``.tmp-<name>/`` and renamed when done.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ class RunFolders:
 
 def find_run(run: str | Path, home: Path) -> RunFolders:
     """The RL (or any trained) run ``run`` names: a folder, or a name under ``<home>/models``."""
-    given = Path(run).expanduser()
-    folder = next((c for c in (given, home / "models" / str(run)) if is_model_folder(c / "merged")), None)
+    folder = next((c for c in paths.run_candidates(run, home) if is_model_folder(c / "merged")), None)
     if folder is None:
-        raise ControlError(f"{run}: no run folder with a merged/ model here or under {home / 'models'}")
+        models = paths.models_dir(home)
+        raise ControlError(f"{run}: no run folder with a merged/ model here or under {models}")
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -265,7 +266,10 @@ def _write(
     tokenizer_folder: Path,
     models: Path,
     manifest: dict[str, Any],
+    dtype: Any,
 ) -> Path:
+    import torch
+
     name = next_free_name(NAME_PREFIX, models)
     tmp = models / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -276,9 +280,18 @@ def _write(
         )
         probe.apply(update, scale)
         try:
-            probe.model.save_pretrained(str(tmp / "merged"), safe_serialization=True)
+            # Moved in float32, written at the run's precision: a control of a bf16 8B run takes the
+            # run's disk space, not twice it, and is rounded as the run's own weights were.
+            state = None
+            if dtype != torch.float32:
+                state = {k: v.to(dtype) for k, v in probe.model.state_dict().items()}
+            probe.model.save_pretrained(str(tmp / "merged"), safe_serialization=True, state_dict=state)
         finally:
             probe.restore()
+        config = tmp / "merged" / "config.json"
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data["dtype"] = str(dtype).removeprefix("torch.")
+        config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         manifest = {**manifest, "name": name}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         tmp.rename(models / name)
@@ -312,7 +325,10 @@ def make_controls(
         raise ControlError("rank must be at least 1")
     home = Path(home or paths.home())
     found = find_run(run, home)
-    update = weight_update(read_weights(found.merged), read_weights(found.sft_merged))
+    run_weights = read_weights(found.merged)
+    dtype = next((w.dtype for w in run_weights.values() if w.is_floating_point()), torch.float32)
+    update = weight_update(run_weights, read_weights(found.sft_merged))
+    del run_weights
     if not update:
         raise ControlError(f"{found.run}: its weights equal the SFT model's: there is nothing to match")
     tok = chat_tokenizer(found.sft_merged)
@@ -350,10 +366,17 @@ def make_controls(
                 "run_kl": run_kl,
                 "kl_tokens": sum(int(m.sum()) for _, m in probe.batches),
                 "matrices": len(moved),
+                "dtype": str(dtype).removeprefix("torch."),
                 "run": {"name": found.manifest.get("name") or found.run.name, "folder": str(found.run)},
             }
             folder = _write(
-                probe, moved, scale, found.sft_merged, home / "models", {**common, "control": control}
+                probe,
+                moved,
+                scale,
+                found.sft_merged,
+                paths.models_dir(home),
+                {**common, "control": control},
+                dtype,
             )
             made.append(Control(folder, kind, seed, scale, kl, run_kl))
     return made

@@ -164,7 +164,7 @@ class SFTRun:
 
 def find_sft_run(cfg: GRPORunConfig, home: Path) -> SFTRun:
     """The SFT run ``cfg.sft_model`` names (default: the newest ``<sft_prefix>-vN`` with a model)."""
-    models = home / "models"
+    models = paths.models_dir(home)
     hint = "run `make train` first (or `claude-rl train --phase sft`), or set sft_model=<run folder>."
     if cfg.sft_model == "latest":
         pattern = re.compile(re.escape(cfg.sft_prefix) + r"-v(\d+)")
@@ -179,8 +179,7 @@ def find_sft_run(cfg: GRPORunConfig, home: Path) -> SFTRun:
             )
         folder = max(found)[1]
         return SFTRun(folder, folder / "merged", _read_manifest(folder))
-    given = Path(cfg.sft_model).expanduser()
-    for candidate in (given, models / cfg.sft_model):
+    for candidate in paths.run_candidates(cfg.sft_model, home):
         if is_model_folder(candidate / "merged"):
             return SFTRun(candidate, candidate / "merged", _read_manifest(candidate))
         if is_model_folder(candidate):
@@ -405,7 +404,7 @@ def main(cfg: GRPORunConfig, home: Path | None = None) -> Path:
     if workspace is not None and not workspace.is_dir():
         raise GRPOError(f"workspace {workspace} is not a folder")
 
-    models = home / "models"
+    models = paths.models_dir(home)
     name = next_run_name(cfg, models)  # type: ignore[arg-type]  # uses name / name_prefix only
     final = models / name
     if final.exists():

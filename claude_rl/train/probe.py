@@ -42,7 +42,7 @@ from typing import Any
 
 from claude_rl import paths
 from claude_rl.scoring import mean_ci
-from claude_rl.train.control import ControlError, encode, find_run, read_weights
+from claude_rl.train.control import KINDS, ControlError, encode, find_run, read_weights
 from claude_rl.train.grpo import ROLLOUTS, chat_tokenizer, load_prompts
 
 PROBE_FILE = "probe.json"
@@ -213,9 +213,15 @@ def probe(
             raise ControlError(
                 f"{f.run.name} started from {f.sft_merged}, the run from {found.sft_merged}: not comparable"
             )
+    for f in given:  # an RL run or a hand-made folder passed as a control would pass for a null
+        if _control_kind(f.manifest) not in KINDS:
+            raise ControlError(
+                f"{f.run.name} is not a null control (its manifest has no control of a known kind): "
+                f"make some with `claude-rl control {found.run.name}`"
+            )
     named = [(f.run.name, f.merged) for f in given]
     # a negated control is the run's update reversed: reported, but not a null to average
-    nulls = [f.run.name for f in given if _control_kind(f.manifest) != "negated"]
+    nulls = [f.run.name for f in given if _control_kind(f.manifest) == "random"]
     tok = chat_tokenizer(found.sft_merged)
     rows = reference_rows(tok, found.dataset, split, max_tokens)
     own = run_rollouts(tok, found.run, found.dataset, max_tokens)

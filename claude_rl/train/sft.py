@@ -272,7 +272,7 @@ def main(cfg: SFTRunConfig, home: Path | None = None) -> Path:
     folder = prepare_dataset(cfg, home)
     _raise(check_dataset(folder, cfg))
 
-    models = home / "models"
+    models = paths.models_dir(home)
     name = next_run_name(cfg, models)
     final = models / name
     if final.exists():
