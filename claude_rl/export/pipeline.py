@@ -119,15 +119,12 @@ def export_gguf(
     quant_names = quantize.normalize_quants(quants)
     if outtype not in convert.OUTTYPES:
         raise ExportError(f"unknown outtype {outtype!r}: choose one of {', '.join(convert.OUTTYPES)}")
-    if model is None:
-        model_path = source.latest_model(home)
-    else:  # a folder, or a run's name under <home>/models as eval, control and probe take it
-        found = paths.run_candidates(model, home)
-        model_path = next((c for c in found if c.is_dir()), found[0])
-        if not model_path.is_dir() and len(found) > 1:
-            raise ExportError(f"{model}: no such model folder here or under {paths.models_dir(home)}")
-    if not model_path.is_dir():
-        raise ExportError(f"{model_path}: no such model folder")
+    # a folder, or a run's name under <home>/models as eval, control and probe take it
+    found = [source.latest_model(home)] if model is None else paths.run_candidates(model, home)
+    model_path = next((c for c in found if c.is_dir()), None)
+    if model_path is None:
+        under = f" here or under {paths.models_dir(home)}" if len(found) > 1 else ""
+        raise ExportError(f"{model}: no such model folder{under}")
     out = Path(out_dir).expanduser() if out_dir is not None else _default_out_dir(model_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
