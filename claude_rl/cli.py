@@ -945,6 +945,26 @@ def run_cmd(
         raise typer.Exit(1)
 
 
+def _names(text: str | None) -> list[str]:
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
+
+
+def _practised_selection(
+    practised_by: str | None, not_practised_by: str | None, practised_prompts: Any
+) -> tuple[set[str] | None, set[str], list[str]]:
+    """eval's --practised-by / --not-practised-by as (only, leave_out, report notes)."""
+    only: set[str] | None = None
+    leave_out: set[str] = set()
+    why: list[str] = []
+    if runs := _names(practised_by):
+        only = set().union(*(practised_prompts(r) for r in runs))
+        why.append(f"only the {len(only)} prompts practised by {', '.join(runs)} (RL rollouts)")
+    if runs := _names(not_practised_by):
+        leave_out = set().union(*(practised_prompts(r) for r in runs))
+        why.append(f"without the {len(leave_out)} prompts practised by {', '.join(runs)} (RL rollouts)")
+    return only, leave_out, why
+
+
 @app.command("eval")
 def eval_cmd(
     models: Annotated[
@@ -993,6 +1013,22 @@ def eval_cmd(
             "every other model but the baseline is also paired against their per-prompt mean.",
         ),
     ] = None,
+    practised_by: Annotated[
+        str | None,
+        typer.Option(
+            "--practised-by",
+            help="Comma-separated RL runs: only the prompts their rollouts were drawn from (rollouts.jsonl). "
+            "With --split train: did a run learn the prompts it practised?",
+        ),
+    ] = None,
+    not_practised_by: Annotated[
+        str | None,
+        typer.Option(
+            "--not-practised-by",
+            help="Comma-separated RL runs: leave out the prompts their rollouts were drawn from. With "
+            "--split train: training prompts those runs never saw in RL (held out from RL, not from SFT).",
+        ),
+    ] = None,
 ) -> None:
     """Run each held-out prompt through the local agent per model and score it against the recorded
     episode (tool sequence, first tool, tool-set F1, arguments, answer, reasoning depth, ...);
@@ -1004,6 +1040,7 @@ def eval_cmd(
         against_controls_lines,
         evaluate,
         headline_table,
+        practised_prompts,
         read_report,
         resolve_models,
         trained_dataset,
@@ -1019,6 +1056,7 @@ def eval_cmd(
         folder, max_tool_tokens = trained_dataset(specs)
         if folder is None and reuse:  # the dataset the reused report was made on
             folder = paths.home() / "datasets" / read_report(reuse[0])["dataset"]
+        only, leave_out, why = _practised_selection(practised_by, not_practised_by, practised_prompts)
         budget = {"max_tool_tokens": max_tool_tokens} if max_tool_tokens else {}
         config = AgentConfig(max_turns=max_turns, **budget)
         report = evaluate(
@@ -1030,7 +1068,10 @@ def eval_cmd(
             config=config,
             reuse=reuse,
             baseline=baseline,
-            controls=[c.strip() for c in (controls or "").split(",") if c.strip()],
+            controls=_names(controls),
+            only=only,
+            leave_out=leave_out,
+            extra_notes=why,
         )
     except (EvalError, ExportError) as exc:
         err.print(f"[red]{exc}[/red]")

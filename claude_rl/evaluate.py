@@ -172,6 +172,38 @@ def _spread(refs: list[Reference], limit: int | None) -> list[Reference]:
     return [r for r in refs if id(r) in chosen]
 
 
+def practised_prompts(run: Path | str, home: Path | None = None) -> set[str]:
+    """The reference episode ids an RL run's rollouts were drawn from (the ``reference`` of every row
+    of its ``rollouts.jsonl``): the training prompts that run practised. ``run``: a run folder, or a
+    name looked up as every command does (``paths.run_candidates``)."""
+    name = "rollouts.jsonl"  # claude_rl.train.grpo.ROLLOUTS, not imported: it would load torch
+    found = next((c / name for c in paths.run_candidates(run, home) if (c / name).is_file()), None)
+    if found is None:
+        raise EvalError(f"{run}: no {name} here or under {paths.models_dir(home)} (not an RL run)")
+    ids: set[str] = set()
+    for number, line in enumerate(found.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            ids.add(str(json.loads(line)["reference"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EvalError(f"{found}:{number}: not a scored rollout ({exc})") from exc
+    if not ids:
+        raise EvalError(f"{found} has no rollouts")
+    return ids
+
+
+def select_references(
+    refs: list[Reference], only: Iterable[str] | None = None, leave_out: Iterable[str] = ()
+) -> list[Reference]:
+    """The references whose episode id is in ``only`` (all when None) and not in ``leave_out``."""
+    keep = None if only is None else set(only)
+    drop = set(leave_out)
+    return [
+        r for r in refs if (keep is None or r.episode.episode_id in keep) and r.episode.episode_id not in drop
+    ]
+
+
 def load_references(
     dataset_folder: Path,
     split: str = "test",
@@ -991,6 +1023,9 @@ def evaluate(
     baseline: str | None = None,
     outcome: str = "embedding",
     controls: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    leave_out: Iterable[str] = (),
+    extra_notes: Iterable[str] = (),
 ) -> EvalReport:
     """Run the split's prompts through every model and write the report (see the module docstring).
 
@@ -1002,7 +1037,10 @@ def evaluate(
     (``reuse_report``); ``baseline``: the model the paired differences are taken against (default:
     the first). ``outcome``: how the behavioral reward compares answer texts (``"embedding"``,
     all-MiniLM-L6-v2 as in training, falling back to ``"lexical"``). ``controls``: models (run or
-    reused) that are null controls; the others are also paired against their mean.
+    reused) that are null controls; the others are also paired against their mean. ``only`` /
+    ``leave_out``: reference episode ids to keep / drop (``select_references``, before ``limit``),
+    e.g. ``practised_prompts`` of an RL run. ``extra_notes``: lines for the report's notes (what
+    was chosen and why).
     """
     reuse = [Path(r) for r in reuse]
     if not models and not reuse:
@@ -1014,11 +1052,13 @@ def evaluate(
         Path(dataset_folder) if dataset_folder is not None else home / "datasets" / "samples-messages"
     )
     if references is None:
-        references = load_references(dataset_folder, split, limit, episodes, home)
-    else:
-        references = _spread(list(references), limit)
+        references = load_references(dataset_folder, split, None, episodes, home)
+    leave_out = set(leave_out)
+    total = len(references)
+    references = _spread(select_references(list(references), only, leave_out), limit)
+    chosen = only is not None or bool(leave_out)
     if not references:
-        raise EvalError(f"no prompts in the {split} split of {dataset_folder}")
+        raise EvalError(f"no{' chosen' if chosen else ''} prompts in the {split} split of {dataset_folder}")
     workspace = Path(workspace) if workspace is not None else _default_workspace()
     if not workspace.is_dir():
         raise EvalError(f"workspace {workspace} is not a folder")
@@ -1056,9 +1096,11 @@ def evaluate(
     out_dir = Path(out_dir) if out_dir is not None else home / "reports" / name
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    notes: list[str] = (
-        [f"runs of {', '.join(reused)} reused from {', '.join(map(str, reuse))}"] if reused else []
-    )
+    notes: list[str] = list(extra_notes)
+    if chosen:
+        notes.append(f"{len(references)} of the {split} split's {total} prompts chosen")
+    if reused:
+        notes.append(f"runs of {', '.join(reused)} reused from {', '.join(map(str, reuse))}")
     loaded: dict[str, Any] = {}
     candidates_dir = out_dir / "candidates"
     candidates_dir.mkdir(exist_ok=True)

@@ -556,16 +556,22 @@ def test_controls_pair_a_model_against_their_mean_per_prompt(report, references,
         ev.evaluate({"c": object()}, out_dir=tmp_path / "b", baseline="silent", controls=["silent"], **kwargs)
 
 
+def _cli_home(rep: ev.EvalReport, dataset: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A home whose datasets/ holds the report's dataset, set as CLAUDE_RL_HOME."""
+    home = tmp_path / "home"
+    (home / "datasets").mkdir(parents=True)
+    (home / "datasets" / rep.dataset).symlink_to(dataset, target_is_directory=True)
+    monkeypatch.setenv("CLAUDE_RL_HOME", str(home))
+    return home
+
+
 def test_cli_compares_reused_runs_without_running_a_model(report, dataset, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from claude_rl.cli import app
 
     rep, _, _ = report
-    home = tmp_path / "home"
-    (home / "datasets").mkdir(parents=True)
-    (home / "datasets" / rep.dataset).symlink_to(dataset, target_is_directory=True)
-    monkeypatch.setenv("CLAUDE_RL_HOME", str(home))
+    _cli_home(rep, dataset, tmp_path, monkeypatch)
     out = tmp_path / "cli-report"
     args = ["eval", "--models", "none", "--reuse", str(rep.out_dir), "--baseline", "silent"]
     result = CliRunner().invoke(app, [*args, "--limit", str(LIMIT), "--out", str(out)])
@@ -579,3 +585,83 @@ def test_cli_compares_reused_runs_without_running_a_model(report, dataset, tmp_p
     assert bad.exit_code == 1 and "no report.json" in " ".join(bad.output.split())
     alone = CliRunner().invoke(app, ["eval", "--models", "none"])
     assert alone.exit_code == 1 and "--reuse" in " ".join(alone.output.split())
+
+
+# --- the prompts an RL run practised --------------------------------------------------------------
+
+
+def _rl_run(folder: Path, ids: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    rows = [{"batch": 0, "group": i // 2, "reference": eid, "reward": 0.5} for i, eid in enumerate(ids * 2)]
+    (folder / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_practised_prompts_reads_a_runs_rollouts_by_name_or_folder(tmp_path):
+    home = tmp_path / "home"
+    run = _rl_run(paths.models_dir(home) / "llama-claude-ppo-v3", ["a:0", "b:1", "a:0"])
+    assert ev.practised_prompts(run) == {"a:0", "b:1"}
+    assert ev.practised_prompts("llama-claude-ppo-v3", home) == {"a:0", "b:1"}
+    with pytest.raises(ev.EvalError, match="no rollouts.jsonl here or under"):
+        ev.practised_prompts("llama-claude-bc-v1", home)
+    (run / "rollouts.jsonl").write_text('{"reference": "a:0"}\n{"batch": 1}\n')
+    with pytest.raises(ev.EvalError, match=r"rollouts.jsonl:2: not a scored rollout"):
+        ev.practised_prompts(run)
+    (run / "rollouts.jsonl").write_text("\n")
+    with pytest.raises(ev.EvalError, match="has no rollouts"):
+        ev.practised_prompts(run)
+
+
+def test_only_and_leave_out_choose_the_prompts_before_the_limit(references, tmp_path):
+    ids = [r.episode.episode_id for r in references]
+    picked = ev.select_references(references, only=ids[:3], leave_out=[ids[1]])
+    assert [r.episode.episode_id for r in picked] == [ids[0], ids[2]]
+    assert ev.select_references(references) == references
+
+    rep = ev.evaluate(
+        {"silent": object()},
+        references=references,
+        only=ids[:4],
+        leave_out=[ids[0]],
+        limit=2,
+        extra_notes=["why these"],
+        out_dir=tmp_path / "chosen",
+        runner=silent,
+        progress=False,
+    )
+    assert {r.episode_id for r in rep.results} <= set(ids[1:4]) and len(rep.results) == 2
+    assert rep.notes[:2] == ["why these", f"2 of the test split's {LIMIT} prompts chosen"]
+    with pytest.raises(ev.EvalError, match="no chosen prompts"):
+        ev.evaluate({"silent": object()}, references=references, only=[], runner=silent, progress=False)
+
+
+def test_cli_evaluates_the_prompts_a_run_practised_or_never_saw(report, dataset, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from claude_rl.cli import app
+
+    rep, _, _ = report
+    home = _cli_home(rep, dataset, tmp_path, monkeypatch)
+    reused = [r.episode_id for r in rep.results if r.model == "perfect"]
+    every = [r.episode.episode_id for r in ev.load_references(dataset, "test")]
+    _rl_run(paths.models_dir(home) / "llama-claude-ppo-v1", reused[:2])
+    _rl_run(tmp_path / "other-run", [e for e in every if e not in reused[2:5]])
+    base = ["eval", "--models", "none", "--reuse", str(rep.out_dir)]
+
+    out = tmp_path / "practised"
+    result = CliRunner().invoke(app, [*base, "--practised-by", "llama-claude-ppo-v1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "report.json").read_text())
+    assert sorted({p["episode_id"] for p in data["prompts"]}) == sorted(reused[:2])
+    assert "only the 2 prompts practised by llama-claude-ppo-v1 (RL rollouts)" in data["notes"]
+
+    # the complement of two runs' prompts: the reused report's runs cover exactly what is left
+    out = tmp_path / "unseen"
+    gone = f"llama-claude-ppo-v1,{tmp_path / 'other-run'}"
+    result = CliRunner().invoke(app, [*base, "--not-practised-by", gone, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "report.json").read_text())
+    assert sorted({p["episode_id"] for p in data["prompts"]}) == sorted(reused[2:5])
+
+    bad = CliRunner().invoke(app, [*base, "--practised-by", "llama-claude-ppo-v9"])
+    assert bad.exit_code == 1 and "not an RL run" in " ".join(bad.output.split())
