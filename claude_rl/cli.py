@@ -1029,6 +1029,24 @@ def eval_cmd(
             "--split train: training prompts those runs never saw in RL (held out from RL, not from SFT).",
         ),
     ] = None,
+    samples: Annotated[
+        int,
+        typer.Option(
+            "--samples",
+            min=1,
+            help="Runs per prompt and model, sampled at --temperature; a prompt scores its runs' mean. "
+            "Default: one greedy run, as 'claude-rl run' decodes.",
+        ),
+    ] = 1,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            "--temperature",
+            min=0.0,
+            help="Sampling temperature (no top-k/top-p cut); 0 is greedy. E.g. the RL preset's 0.3 with "
+            "--samples 4: the expected reward the RL phase optimizes, with less of one greedy run's chance.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Run each held-out prompt through the local agent per model and score it against the recorded
     episode (tool sequence, first tool, tool-set F1, arguments, answer, reasoning depth, ...);
@@ -1072,6 +1090,8 @@ def eval_cmd(
             only=only,
             leave_out=leave_out,
             extra_notes=why,
+            samples=samples,
+            temperature=temperature,
         )
     except (EvalError, ExportError) as exc:
         err.print(f"[red]{exc}[/red]")

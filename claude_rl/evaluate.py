@@ -6,7 +6,9 @@ bundled samples, or the store) when that episode is still there with the same pr
 rebuilt from the row's messages (``episode_from_messages``). Every prompt runs once per model on a
 fresh temporary copy of the workspace (default: the checkout's ``data/workspace``), with edits
 allowed inside that copy, through ``claude_rl.runtime.run_agent`` (or an injected runner with the
-same signature); the run's episode is scored with ``claude_rl.scoring.score_all``.
+same signature); the run's episode is scored with ``claude_rl.scoring.score_all``. Decoding is
+greedy by default; with ``samples``/``temperature`` each prompt runs several times per model,
+sampled, and a prompt's score is the mean of its runs (``prompt_means``).
 
 Aggregates, per model: the mean and a 95 % bootstrap interval (``BOOTSTRAP_SAMPLES`` resamples,
 fixed seed, percentile method) of every score over the prompts where it applies, overall, per
@@ -36,6 +38,7 @@ import json
 import re
 import tempfile
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -85,6 +88,7 @@ SHORT = {
     REWARD: "reward",
 }
 TOOL_USE_ERROR = "<tool_use_error>"
+GREEDY = {"samples": 1, "temperature": 0.0}  # a report's decoding: runs per prompt and model, temperature
 
 Runner = Callable[..., Any]  # run_agent(prompt, model, workspace, config, *, session_id=...) -> AgentRun
 RunWriter = Callable[..., Path]  # write_run(run, home=None) -> Path
@@ -263,6 +267,7 @@ class PromptResult:
     run_path: str | None = None
     error: str | None = None
     answer_grounded: bool | None = None  # scoring.answer_grounded: None when no number in the answer
+    sample: int = 0  # which of the prompt's sampled runs (0 when greedy: one run per prompt)
 
 
 @dataclass
@@ -279,6 +284,7 @@ class EvalReport:
     out_dir: Path | None = None
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    decoding: dict[str, Any] = field(default_factory=lambda: dict(GREEDY))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -287,6 +293,7 @@ class EvalReport:
             "created_at": self.created_at,
             "split": self.split,
             "dataset": self.dataset,
+            "decoding": self.decoding,
             "models": self.models,
             "metrics": list(METRICS),
             "headline": list(HEADLINE),
@@ -304,16 +311,39 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
 
 
-def _load_model(value: Any, cache: dict[str, Any], name: str) -> Any:
-    """A path (str or Path) becomes a ``runtime.LlamaCppModel``, loaded once; anything else is
-    taken as a ``CompletionModel`` already."""
+def _load_model(value: Any, cache: dict[str, Any], name: str, temperature: float = 0.0) -> Any:
+    """A path (str or Path) becomes a ``runtime.LlamaCppModel`` (sampling at ``temperature`` when
+    it is above 0), loaded once; anything else is taken as a ``CompletionModel`` already."""
     if not isinstance(value, (str, Path)):
         return value
     if name not in cache:
         from claude_rl.runtime import LlamaCppModel
 
-        cache[name] = LlamaCppModel(Path(value))
+        cache[name] = LlamaCppModel(Path(value), temperature=temperature)
     return cache[name]
+
+
+def sample_seed(episode_id: str, sample: int) -> int:
+    """The sampling seed of a prompt's ``sample``-th run: the same for every model and report, so
+    models are compared on the same random draws (and a subset of prompts draws what the whole did)."""
+    return zlib.crc32(f"{episode_id}#{sample}".encode())
+
+
+def _decoding_text(decoding: Mapping[str, Any]) -> str:
+    samples, temperature = int(decoding["samples"]), float(decoding["temperature"])
+    if samples == 1 and temperature == 0:
+        return "greedy decoding"
+    return f"{samples} sample{'s' if samples > 1 else ''} per prompt at temperature {temperature:g}"
+
+
+def _decoding(samples: int, temperature: float) -> dict[str, Any]:
+    if samples < 1:
+        raise EvalError(f"samples must be at least 1 (got {samples})")
+    if temperature < 0:
+        raise EvalError(f"temperature must be 0 (greedy) or more (got {temperature})")
+    if samples > 1 and temperature == 0:
+        raise EvalError("several samples per prompt need a temperature above 0 (greedy runs repeat)")
+    return {"samples": samples, "temperature": temperature}
 
 
 def _agent_config(config: Any) -> Any:
@@ -468,12 +498,28 @@ def run_prompt(
 # Aggregation
 
 
+def prompt_means(results: Iterable[PromptResult]) -> dict[str, dict[str, float | None]]:
+    """Per prompt (episode id), each metric's mean over the given runs of it: one run per prompt
+    when decoding is greedy, the samples' mean when it samples. Every interval and paired
+    difference is taken over these, so samples of one prompt never count as separate prompts."""
+    runs: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        runs.setdefault(r.episode_id, []).append(r.scores)
+    out: dict[str, dict[str, float | None]] = {}
+    for eid, scores in runs.items():
+        out[eid] = {}
+        for name in METRICS:
+            values = [v for sc in scores if (v := sc.get(name)) is not None]
+            out[eid][name] = sum(values) / len(values) if values else None
+    return out
+
+
 def _metric_block(results: list[PromptResult]) -> dict[str, Any]:
+    means = prompt_means(results)
     metrics = {}
     for name in METRICS:
-        values = [r.scores.get(name) for r in results]
-        metrics[name] = mean_ci([v for v in values if v is not None])
-    return {"prompts": len(results), "metrics": metrics}
+        metrics[name] = mean_ci([v for m in means.values() if (v := m[name]) is not None])
+    return {"prompts": len(means), "metrics": metrics}
 
 
 def summarize(
@@ -497,7 +543,8 @@ def summarize(
         for category in sorted({r.category for r in mine}):
             by_category[category] = _metric_block([r for r in mine if r.category == category])
         out[model] = {
-            "prompts": len(mine),
+            "prompts": block["prompts"],
+            "runs": len(mine),
             "overall": block["metrics"],
             "by_split": by_split,
             "by_category": by_category,
@@ -548,11 +595,11 @@ def paired_against_controls(results: list[PromptResult], controls: list[str], mo
     those scored on the prompt): mean and bootstrap interval. Null controls move the baseline as
     far as the model moved it, in a direction no reward chose (``claude_rl.train.control``): an
     interval above 0 is a gain that such a move does not explain."""
-    mine = {r.episode_id: r.scores for r in results if r.model == model}
+    mine = prompt_means(r for r in results if r.model == model)
     theirs: dict[str, list[Mapping[str, Any]]] = {}
-    for r in results:
-        if r.model in controls:
-            theirs.setdefault(r.episode_id, []).append(r.scores)
+    for control in controls:
+        for eid, scores in prompt_means(r for r in results if r.model == control).items():
+            theirs.setdefault(eid, []).append(scores)
     out = {}
     for name in METRICS:
         diffs = []
@@ -568,8 +615,8 @@ def paired_differences(results: list[PromptResult], a: str, b: str) -> dict[str,
     """``b − a`` per metric over the prompts both models were scored on (paired by prompt): mean and
     bootstrap interval of the per-prompt differences. An interval that excludes 0 is a difference
     the prompt-to-prompt noise does not explain; comparing two separate intervals is weaker."""
-    scores_a = {r.episode_id: r.scores for r in results if r.model == a}
-    scores_b = {r.episode_id: r.scores for r in results if r.model == b}
+    scores_a = prompt_means(r for r in results if r.model == a)
+    scores_b = prompt_means(r for r in results if r.model == b)
     out = {}
     for name in METRICS:
         diffs = [
@@ -661,13 +708,15 @@ def render_markdown(report: EvalReport | Mapping[str, Any], charts: Iterable[str
     summary = data["summary"]
     prompts = data["prompts"]
     n_prompts = len({p["episode_id"] for p in prompts})
+    decoding = data.get("decoding") or GREEDY
     out = [
         f"# Evaluation: {data['name']}",
         "",
         f"Split `{data['split']}` of `{data['dataset']}`: {n_prompts} prompts, models "
         + ", ".join(f"`{m}`" for m in models)
         + f". Means with {int(CONFIDENCE * 100)} % bootstrap intervals ({BOOTSTRAP_SAMPLES} resamples, "
-        f"seed {SEED}) over the prompts where a score applies.",
+        f"seed {SEED}) over the prompts where a score applies. {_decoding_text(decoding).capitalize()}"
+        + ("." if decoding == GREEDY else ": a prompt's score is the mean of its samples' scores."),
         "",
         "## Headline",
         "",
@@ -932,15 +981,27 @@ def _same_runs(a: list[Episode], b: list[Episode]) -> bool:
 
 
 def reuse_report(
-    report_dir: Path, references: list[Reference], text_similarity: scoring.TextSimilarity | None = None
+    report_dir: Path,
+    references: list[Reference],
+    text_similarity: scoring.TextSimilarity | None = None,
+    decoding: Mapping[str, Any] = GREEDY,
 ) -> tuple[dict[str, list[Episode]], list[PromptResult]]:
     """The runs of an earlier report's models (its ``candidates/<model>.jsonl``), scored again
     against ``references`` with today's scorers, without running the models again: greedy runs of
     an unchanged GGUF repeat themselves, so a baseline need not be re-run to compare a new model
     with it. Every reference must have a run in the report with the same prompt (same split and
-    dataset). Returns (model → its candidate episodes in reference order, results)."""
+    dataset), and the report must have decoded as ``decoding`` says (greedy, or as many samples at
+    the same temperature). Returns (model → its candidate episodes in reference order, results)."""
     report_dir = Path(report_dir)
     data = read_report(report_dir)
+    theirs = data.get("decoding") or GREEDY
+    if (int(theirs["samples"]), float(theirs["temperature"])) != (
+        int(decoding["samples"]),
+        float(decoding["temperature"]),
+    ):
+        mine = _decoding_text(decoding)
+        raise EvalError(f"{report_dir} decoded with {_decoding_text(theirs)}, this evaluation with {mine}")
+    samples = int(decoding["samples"])
     episodes_of: dict[str, list[Episode]] = {}
     results: list[PromptResult] = []
     for model in data.get("models", []):
@@ -952,18 +1013,19 @@ def reuse_report(
         if len(lines) != len(rows):
             raise EvalError(f"{path}: {len(lines)} runs for {len(rows)} prompts of {model}")
         runs = {
-            row["episode_id"]: (row, Episode.model_validate_json(line))
+            (row["episode_id"], int(row.get("sample", 0))): (row, Episode.model_validate_json(line))
             for row, line in zip(rows, lines, strict=True)
         }
-        missing = [r.episode.episode_id for r in references if r.episode.episode_id not in runs]
+        wanted = [(r.episode.episode_id, k) for r in references for k in range(samples)]
+        missing = list(dict.fromkeys(eid for eid, k in wanted if (eid, k) not in runs))
         if missing:
             raise EvalError(
                 f"{report_dir}: {model} has no run for {len(missing)} of the {len(references)} prompts "
                 f"(first: {missing[0]}); it was made on another split or dataset"
             )
         mine: list[Episode] = []
-        for ref in references:
-            row, episode = runs[ref.episode.episode_id]
+        for ref, k in ((ref, k) for ref in references for k in range(samples)):
+            row, episode = runs[(ref.episode.episode_id, k)]
             if row.get("prompt") != ref.episode.prompt:
                 raise EvalError(f"{report_dir}: {model}'s prompt for {ref.episode.episode_id} differs")
             mine.append(episode)
@@ -980,6 +1042,7 @@ def reuse_report(
                     seconds=float(row.get("seconds", 0.0)),
                     run_path=row.get("run_path"),
                     error=row.get("error"),
+                    sample=k,
                 )
             )
         episodes_of[model] = mine
@@ -1026,6 +1089,8 @@ def evaluate(
     only: Iterable[str] | None = None,
     leave_out: Iterable[str] = (),
     extra_notes: Iterable[str] = (),
+    samples: int = 1,
+    temperature: float = 0.0,
 ) -> EvalReport:
     """Run the split's prompts through every model and write the report (see the module docstring).
 
@@ -1040,9 +1105,13 @@ def evaluate(
     reused) that are null controls; the others are also paired against their mean. ``only`` /
     ``leave_out``: reference episode ids to keep / drop (``select_references``, before ``limit``),
     e.g. ``practised_prompts`` of an RL run. ``extra_notes``: lines for the report's notes (what
-    was chosen and why).
+    was chosen and why). ``samples`` / ``temperature``: run every prompt ``samples`` times per
+    model, sampling at ``temperature`` (default: once, greedy, as ``claude-rl run`` decodes); a
+    prompt's score is its samples' mean (``prompt_means``), and the k-th sample of a prompt draws
+    with ``sample_seed`` in every model.
     """
     reuse = [Path(r) for r in reuse]
+    decoding = _decoding(samples, temperature)
     if not models and not reuse:
         raise EvalError("no models to evaluate")
     home = Path(home) if home is not None else paths.home()
@@ -1068,7 +1137,7 @@ def evaluate(
     results: list[PromptResult] = []
     reused: dict[str, list[Episode]] = {}
     for folder in reuse:
-        episodes_of, rows = reuse_report(folder, references, similarity)
+        episodes_of, rows = reuse_report(folder, references, similarity, decoding)
         # a report made with --reuse carries the reused model's runs too: taken once when they agree
         same = {m for m, eps in episodes_of.items() if m in reused and _same_runs(reused[m], eps)}
         twice = sorted((set(episodes_of) - same) & (set(reused) | set(models)))
@@ -1108,17 +1177,22 @@ def evaluate(
         text = "".join(e.model_dump_json() + "\n" for e in episodes_run)
         (candidates_dir / f"{_slug(model_name)}.jsonl").write_text(text, encoding="utf-8")
     with _progress(progress and bool(models)) as bar:
-        task = bar.add_task("", total=len(references) * len(models))
+        task = bar.add_task("", total=len(references) * len(models) * samples)
         for model_name, model_value in models.items():
-            model = _load_model(model_value, loaded, model_name)
+            model = _load_model(model_value, loaded, model_name, temperature)
             lines: list[str] = []
-            for k, ref in enumerate(references):
+            for k, ref, j in ((k, ref, j) for k, ref in enumerate(references) for j in range(samples)):
                 bar.update(task, description=f"{model_name} · {ref.category} · {ref.episode.episode_id}")
-                session_id = f"{_slug(name)}-{_slug(model_name)}-{k:04d}"
+                session_id = f"{_slug(name)}-{_slug(model_name)}-{k:04d}" + (f"-s{j}" if samples > 1 else "")
+                if temperature > 0 and hasattr(model, "reseed"):
+                    model.reseed(sample_seed(ref.episode.episode_id, j))
                 result, run, episode = run_prompt(
                     ref, model_name, model, runner, workspace, agent_config, session_id, similarity
                 )
+                result.sample = j
                 eval_meta = {"model": model_name, "reference": ref.episode.episode_id, "report": name}
+                if decoding != GREEDY:
+                    eval_meta |= {"sample": j, "temperature": temperature}
                 episode.meta = {**(episode.meta or {}), "eval": eval_meta}
                 if run_writer is not None and run is not None and result.error is None:
                     try:
@@ -1144,6 +1218,7 @@ def evaluate(
         summary=summarize(results, names, baseline, controls),
         notes=notes,
         files={f"candidates/{_slug(m)}.jsonl": f"candidates/{_slug(m)}.jsonl" for m in names},
+        decoding=decoding,
     )
     write_report(report, out_dir)
     return report

@@ -112,6 +112,11 @@ class _OffsetsTokenizer:
 class LlamaCppModel:
     """A GGUF model run with llama-cpp-python; greedy, KV cache reused across turns.
 
+    ``temperature`` > 0 samples instead (no top-k, top-p or min-p cut: the distribution GRPO's
+    rollouts are drawn from at that temperature); each ``complete`` call draws with its own seed,
+    derived from the one ``reseed`` set and the number of calls since, so a run is reproducible
+    (up to a reused cache prefix, which can change the logits' last bits and with them a draw).
+
     ``reuse_cache`` keeps the KV cache of the longest common prefix between the previous call and
     this one (``Llama.generate``'s prefix match), so a turn evaluates only what the last tool
     results added. ``reuse_generated`` also keeps the cache of the tokens generated last turn
@@ -130,9 +135,15 @@ class LlamaCppModel:
         reuse_cache: bool = True,
         reuse_generated: bool = False,
         n_batch: int = 512,
+        temperature: float = 0.0,
     ) -> None:
         from llama_cpp import Llama
 
+        if temperature < 0:
+            raise ValueError(f"temperature {temperature} < 0")
+        self.temperature = temperature
+        self._seed = seed
+        self._calls = 0
         self.path = Path(gguf_path)
         self.name = self.path.name
         self.reuse_cache = reuse_cache
@@ -165,6 +176,18 @@ class LlamaCppModel:
             return "chatml"
         label = str(self.llm.metadata.get("general.name", "")) if hasattr(self.llm, "metadata") else ""
         return chat_format.format_for(f"{self.path.name} {label}")
+
+    def reseed(self, seed: int) -> None:
+        """Start the sampling seeds of the next ``complete`` calls from ``seed`` (e.g. per run)."""
+        self._seed = seed
+        self._calls = 0
+
+    def _sampling(self) -> dict[str, Any]:
+        if self.temperature == 0:
+            return {"top_k": 1, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "temp": 0.0}
+        self.llm.set_seed((self._seed * 1_000_003 + self._calls) % 2**32)
+        self._calls += 1
+        return {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "temp": self.temperature}
 
     def tokenize(self, text: str) -> list[int]:
         """Special tokens parsed, no BOS added (a rendered prompt carries its own)."""
@@ -208,11 +231,7 @@ class LlamaCppModel:
         stopped = "length"
         for token in self.llm.generate(
             tokens,
-            top_k=1,
-            top_p=1.0,
-            min_p=0.0,
-            typical_p=1.0,
-            temp=0.0,
+            **self._sampling(),
             repeat_penalty=1.0,
             reset=True,  # llama-cpp-python keeps the cached prefix and evaluates the rest
         ):

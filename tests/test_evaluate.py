@@ -665,3 +665,82 @@ def test_cli_evaluates_the_prompts_a_run_practised_or_never_saw(report, dataset,
 
     bad = CliRunner().invoke(app, [*base, "--practised-by", "llama-claude-ppo-v9"])
     assert bad.exit_code == 1 and "not an RL run" in " ".join(bad.output.split())
+
+
+# --- several sampled runs per prompt -------------------------------------------------------------------
+
+
+class Coin:
+    """A model the evaluator reseeds before each sampled run; the runner below answers like the
+    reference when the seed is even and says nothing when it is odd."""
+
+    def __init__(self) -> None:
+        self.seeds: list[int] = []
+
+    def reseed(self, seed: int) -> None:
+        self.seeds.append(seed)
+
+
+def test_sampled_runs_are_averaged_per_prompt_and_drawn_alike_for_every_model(references, tmp_path):
+    perfect = Perfect(references)
+
+    def runner(prompt, model, workspace, config=None, **kw):
+        if isinstance(model, Coin):
+            return (perfect if model.seeds[-1] % 2 == 0 else silent)(prompt, model, workspace, config, **kw)
+        return silent(prompt, model, workspace, config, **kw)
+
+    a, b = Coin(), Coin()
+    rep = ev.evaluate(
+        {"a": a, "b": b, "mute": object()},
+        references=references,
+        samples=3,
+        temperature=0.5,
+        out_dir=tmp_path / "sampled",
+        runner=runner,
+        progress=False,
+    )
+    ids = [r.episode.episode_id for r in references]
+    assert a.seeds == b.seeds == [ev.sample_seed(e, j) for e in ids for j in range(3)]
+    assert len(set(a.seeds)) == len(a.seeds)
+    assert len(rep.results) == 3 * 3 * LIMIT and {r.sample for r in rep.results} == {0, 1, 2}
+    summary = rep.summary["a"]
+    assert (summary["prompts"], summary["runs"]) == (LIMIT, 3 * LIMIT)
+    # per prompt: the share of even seeds among its three draws, scored 1 (perfect) or 0 (silent)
+    share = {e: sum(ev.sample_seed(e, j) % 2 == 0 for j in range(3)) / 3 for e in ids}
+    means = ev.prompt_means(r for r in rep.results if r.model == "a")
+    assert {e: m["tool_sequence_similarity"] for e, m in means.items()} == pytest.approx(share)
+    overall = summary["overall"]["tool_sequence_similarity"]
+    assert overall["n"] == LIMIT and overall["mean"] == pytest.approx(sum(share.values()) / LIMIT)
+    paired = rep.summary["paired"]["models"]["mute"]["tool_sequence_similarity"]
+    assert paired["n"] == LIMIT and paired["mean"] == pytest.approx(-overall["mean"])
+    assert rep.summary["paired"]["models"]["b"]["tool_sequence_similarity"]["mean"] == 0.0
+    data = json.loads((tmp_path / "sampled" / "report.json").read_text())
+    assert data["decoding"] == {"samples": 3, "temperature": 0.5}
+    assert "3 samples per prompt at temperature 0.5" in (tmp_path / "sampled" / "report.md").read_text()
+
+    # reused in an evaluation that decodes the same way: every sample rescored, none run again
+    again = ev.evaluate(
+        {}, references=references, samples=3, temperature=0.5, reuse=[tmp_path / "sampled"], progress=False
+    )
+
+    def rounded(results):
+        return {
+            (r.model, r.episode_id, r.sample): {k: v and round(v, 9) for k, v in r.scores.items()}
+            for r in results
+        }
+
+    assert rounded(again.results) == rounded(rep.results)
+    # ... and refused where the decoding differs: greedy runs are not samples
+    with pytest.raises(ev.EvalError, match="decoded with 3 samples per prompt at temperature 0.5, this "):
+        ev.evaluate({}, references=references, reuse=[tmp_path / "sampled"], progress=False)
+
+
+def test_greedy_reports_stay_greedy_and_bad_decodings_are_refused(report, references):
+    rep, _, _ = report
+    assert rep.decoding == ev.GREEDY and {r.sample for r in rep.results} == {0}
+    assert "Greedy decoding." in (rep.out_dir / "report.md").read_text()
+    for samples, temperature, message in ((2, 0.0, "need a temperature above 0"), (0, 0.3, "at least 1")):
+        with pytest.raises(ev.EvalError, match=message):
+            ev.evaluate({"m": object()}, references=references, samples=samples, temperature=temperature)
+    with pytest.raises(ev.EvalError, match="greedy decoding, this evaluation with 2 samples"):
+        ev.evaluate({}, references=references, samples=2, temperature=0.3, reuse=[rep.out_dir])

@@ -361,6 +361,28 @@ def test_kv_cache_reuse_gives_the_same_output_as_a_fresh_evaluation():
     print(json.dumps({"first": out1, "second": out2, "stats": stats}))
 
 
+@pytest.mark.slow
+def test_sampling_draws_from_the_seed_reseed_sets_and_greedy_ignores_it():
+    gguf = _base_gguf()
+    # no cache reuse: a reused prefix changes the logits' last bits, enough to move a sample
+    sampler = runtime.LlamaCppModel(gguf, n_ctx=1024, n_threads=1, reuse_cache=False, temperature=1.0)
+    greedy = runtime.LlamaCppModel(gguf, n_ctx=1024, n_threads=1, reuse_cache=False)
+    messages = [{"role": "user", "content": "Name a colour and say why you like it."}]
+    prompt = chat_format.render(messages, [], "chatml", add_generation_prompt=True)
+
+    def draw(model, seed):
+        model.reseed(seed)
+        return model.complete(prompt, 16), model.complete(prompt, 16)  # two calls of one run
+
+    first = draw(sampler, 7)
+    assert draw(sampler, 7) == first  # the same seed, the same draws
+    assert first[0] != first[1]  # each call of a run draws with its own seed
+    assert len({draw(sampler, seed) for seed in range(8, 12)} | {first}) > 1
+    assert len({draw(greedy, seed) for seed in (1, 2)}) == 1
+    with pytest.raises(ValueError, match="temperature"):
+        runtime.LlamaCppModel(gguf, temperature=-0.1)
+
+
 def test_tool_budget_follows_the_training_dataset(tmp_path):
     from claude_rl.runtime import trained_tool_budget
 
