@@ -950,9 +950,11 @@ def _names(text: str | None) -> list[str]:
 
 
 def _practised_selection(
-    practised_by: str | None, not_practised_by: str | None, practised_prompts: Any
+    practised_by: str | None, not_practised_by: str | None
 ) -> tuple[set[str] | None, set[str], list[str]]:
     """eval's --practised-by / --not-practised-by as (only, leave_out, report notes)."""
+    from claude_rl.evaluate import practised_prompts
+
     only: set[str] | None = None
     leave_out: set[str] = set()
     why: list[str] = []
@@ -1058,7 +1060,6 @@ def eval_cmd(
         against_controls_lines,
         evaluate,
         headline_table,
-        practised_prompts,
         read_report,
         resolve_models,
         trained_dataset,
@@ -1074,7 +1075,7 @@ def eval_cmd(
         folder, max_tool_tokens = trained_dataset(specs)
         if folder is None and reuse:  # the dataset the reused report was made on
             folder = paths.home() / "datasets" / read_report(reuse[0])["dataset"]
-        only, leave_out, why = _practised_selection(practised_by, not_practised_by, practised_prompts)
+        only, leave_out, why = _practised_selection(practised_by, not_practised_by)
         budget = {"max_tool_tokens": max_tool_tokens} if max_tool_tokens else {}
         config = AgentConfig(max_turns=max_turns, **budget)
         report = evaluate(

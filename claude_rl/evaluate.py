@@ -180,10 +180,11 @@ def practised_prompts(run: Path | str, home: Path | None = None) -> set[str]:
     """The reference episode ids an RL run's rollouts were drawn from (the ``reference`` of every row
     of its ``rollouts.jsonl``): the training prompts that run practised. ``run``: a run folder, or a
     name looked up as every command does (``paths.run_candidates``)."""
-    name = "rollouts.jsonl"  # claude_rl.train.grpo.ROLLOUTS, not imported: it would load torch
-    found = next((c / name for c in paths.run_candidates(run, home) if (c / name).is_file()), None)
+    from claude_rl.train.grpo import ROLLOUTS  # the file name the RL phase writes (no torch import)
+
+    found = next((c / ROLLOUTS for c in paths.run_candidates(run, home) if (c / ROLLOUTS).is_file()), None)
     if found is None:
-        raise EvalError(f"{run}: no {name} here or under {paths.models_dir(home)} (not an RL run)")
+        raise EvalError(f"{run}: no {ROLLOUTS} here or under {paths.models_dir(home)} (not an RL run)")
     ids: set[str] = set()
     for number, line in enumerate(found.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
